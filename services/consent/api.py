@@ -1,0 +1,41 @@
+"""HTTP endpoints of the consent service (internal: only the gateway calls them)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.consent.repository import ConsentRepository
+from services.consent.schemas import PurposeOut, RecordConsent, RecordedConsent, SubjectConsents
+from services.consent.service import ConsentService
+from tillit.service_tokens import require_service_token
+from tillit.types import SubjectIdPath
+
+__all__ = ["ConsentController"]
+
+
+def provide_consent_service(session: AsyncSession, state: State) -> ConsentService:
+    return ConsentService(ConsentRepository(session), state.policy)
+
+
+class ConsentController(Controller):
+    path = "/v1"
+    tags = ["consent"]
+    guards = [require_service_token]
+    dependencies = {"consents": Provide(provide_consent_service, sync_to_thread=False)}
+
+    @get("/purposes", summary="Purposes declared in the policy")
+    async def list_purposes(self, consents: ConsentService) -> list[PurposeOut]:
+        return consents.purposes()
+
+    @post("/subjects/{subject_id:str}/events", summary="Append a consent event to the ledger")
+    async def record_event(
+        self, subject_id: SubjectIdPath, data: RecordConsent, consents: ConsentService
+    ) -> RecordedConsent:
+        return await consents.record(subject_id, data)
+
+    @get("/subjects/{subject_id:str}/consents", summary="Current consent state of one subject")
+    async def current_state(self, subject_id: SubjectIdPath, consents: ConsentService) -> SubjectConsents:
+        return await consents.current(subject_id)

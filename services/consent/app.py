@@ -1,0 +1,22 @@
+"""The consent service's Litestar application (``tillit serve consent``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Litestar
+
+from services.consent.api import ConsentController
+from tillit.app import create_internal_service
+
+__all__ = ["create_app"]
+
+
+def create_app() -> Litestar:
+    return create_internal_service(
+        "consent",
+        title="tillit consent service",
+        description="Consent ledger and the current consent state derived from it.",
+        route_handlers=[ConsentController],
+        migrations=Path(__file__).parent / "migrations",
+    )

@@ -1,0 +1,1 @@
+"""Quizzes and preferences: the zero-party-data profile, each value with its provenance."""

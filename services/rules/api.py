@@ -1,0 +1,39 @@
+"""HTTP endpoints of the rules service (internal: only the gateway calls them)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.status_codes import HTTP_200_OK
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from services.rules.repository import SegmentRepository
+from services.rules.schemas import Evaluation, EvaluationRequest, SegmentIn, SegmentOut
+from services.rules.service import SegmentService
+from tillit.service_tokens import require_service_token
+
+__all__ = ["SegmentController"]
+
+
+def provide_segment_service(session: AsyncSession, state: State) -> SegmentService:
+    return SegmentService(SegmentRepository(session), state.policy)
+
+
+class SegmentController(Controller):
+    path = "/v1"
+    tags = ["segments"]
+    guards = [require_service_token]
+    dependencies = {"segments": Provide(provide_segment_service, sync_to_thread=False)}
+
+    @get("/segments", summary="Every segment definition")
+    async def list_segments(self, segments: SegmentService) -> list[SegmentOut]:
+        return await segments.list()
+
+    @post("/segments", summary="Define a segment; refused if it reads a field its purpose may not use")
+    async def create_segment(self, data: SegmentIn, segments: SegmentService) -> SegmentOut:
+        return await segments.create(data)
+
+    @post("/evaluate", status_code=HTTP_200_OK, summary="Segments an already-filtered profile falls into")
+    async def evaluate(self, data: EvaluationRequest, segments: SegmentService) -> Evaluation:
+        return await segments.evaluate(data)

@@ -1,0 +1,141 @@
+"""The one way every tillit process builds its Litestar application.
+
+Same health endpoints, OpenAPI location, error mapping, body-size bound, database lifecycle and
+migrations on start, whatever the component.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.types import ControllerRouterHandler
+
+from tillit.db import Database, provide_session
+from tillit.keys import SERVICE_TOKEN_KEY, load_public_keys
+from tillit.logs import configure_logging
+from tillit.migrations import upgrade_to_head
+from tillit.policy import Policy, load_policy
+from tillit.problems import Unavailable, UnsupportedMediaType, exception_handlers
+from tillit.service_tokens import ServiceTokenVerifier
+from tillit.settings import Settings, load_settings
+
+__all__ = ["create_app", "create_internal_service"]
+
+StartupHook = Callable[[Litestar], Any]
+
+
+@get("/health/live", include_in_schema=False, sync_to_thread=False)
+def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/health/ready", include_in_schema=False)
+async def ready(state: State) -> Response[dict[str, str]]:
+    database: Database | None = state.get("database")
+    if database is not None:
+        try:
+            await database.ping()
+        except Exception as exc:
+            raise Unavailable(f"the database does not answer: {type(exc).__name__}") from exc
+    return Response({"status": "ok"}, media_type=MediaType.JSON)
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def require_json_body(request: Request[Any, Any, Any]) -> None:
+    """API writes take JSON only; anything else is refused before it is read."""
+    if request.method not in _BODY_METHODS or not request.url.path.startswith("/v1/"):
+        return
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(f"send the body as application/json (got {media_type or 'no content type'})")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    title: str,
+    description: str,
+    route_handlers: Sequence[ControllerRouterHandler],
+    migrations: Path | None = None,
+    on_startup: Sequence[StartupHook] = (),
+    on_shutdown: Sequence[StartupHook] = (),
+    state: dict[str, Any] | None = None,
+    **litestar_options: Any,
+) -> Litestar:
+    """Build a component app; with ``migrations`` it owns a database migrated on start."""
+    configure_logging(settings.component, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        database: Database | None = None
+        if migrations is not None:
+            database = Database(settings.database_url, settings.database_schema)
+            await upgrade_to_head(database, migrations)
+            app.state.database = database
+        for hook in on_startup:
+            result = hook(app)
+            if hasattr(result, "__await__"):
+                await result
+        try:
+            yield
+        finally:
+            for hook in on_shutdown:
+                result = hook(app)
+                if hasattr(result, "__await__"):
+                    await result
+            if database is not None:
+                await database.dispose()
+
+    app_state = {"settings": settings, **(state or {})}
+    return Litestar(
+        route_handlers=[live, ready, *route_handlers],
+        lifespan=[lifespan],
+        dependencies={"session": Provide(provide_session)} if migrations is not None else {},
+        exception_handlers=exception_handlers,
+        before_request=require_json_body,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title=title,
+            version="0.1.0",
+            description=description,
+            path="/schema",
+            render_plugins=[JsonRenderPlugin()],
+        ),
+        state=State(app_state),
+        **litestar_options,
+    )
+
+
+def create_internal_service(
+    component: str,
+    *,
+    title: str,
+    description: str,
+    route_handlers: Sequence[ControllerRouterHandler],
+    migrations: Path,
+    check_policy: Callable[[Policy], None] | None = None,
+) -> Litestar:
+    """An internal service: own database, the policy in ``state.policy``, gateway tokens required."""
+    settings = load_settings(component)
+    policy = load_policy(settings.policy_dir)
+    if check_policy is not None:
+        check_policy(policy)
+    verifier = ServiceTokenVerifier(load_public_keys(settings.keys_dir, SERVICE_TOKEN_KEY), audience=component)
+    return create_app(
+        settings,
+        title=title,
+        description=f"{description} Internal: callers need a gateway service token.",
+        route_handlers=route_handlers,
+        migrations=migrations,
+        state={"policy": policy, "service_token_verifier": verifier},
+    )

@@ -1,0 +1,207 @@
+"""The release policy: data files in ``policies/`` that compliance people read and review.
+
+Every ``*.yaml`` file in the policy directory contributes ``fields``, ``purposes`` and ``channels``;
+a key defined twice, a key missing from the fideslang taxonomy, or a reference to something not
+declared stops loading with an error naming the file, the key and the problem.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+import yaml
+
+__all__ = [
+    "Channel",
+    "ConsentDuration",
+    "Field",
+    "LegalBasis",
+    "Policy",
+    "PolicyError",
+    "Purpose",
+    "load_policy",
+]
+
+LegalBasis = Literal["consent", "contract", "legitimate_interest", "legal_obligation"]
+_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
+
+
+class PolicyError(Exception):
+    """The policy cannot be loaded; the message names the file, the key and the problem."""
+
+    def __init__(self, file: Path | str, key: str, problem: str) -> None:
+        super().__init__(f"{file}: {key}: {problem}")
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+
+
+class ConsentDuration(msgspec.Struct, frozen=True):
+    """An ISO 8601 duration in whole years, months and days (``P24M``, ``P1Y6M``, ``P30D``)."""
+
+    years: int = 0
+    months: int = 0
+    days: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> ConsentDuration:
+        match = _DURATION.match(text)
+        if not match or not any(match.groups()):
+            raise ValueError(f"{text!r} is not a duration like P24M, P1Y or P30D")
+        years, months, days = (int(group or 0) for group in match.groups())
+        return cls(years, months, days)
+
+    def after(self, start: datetime) -> datetime:
+        """The moment this duration has passed since ``start`` (calendar months, clamped to month end)."""
+        total_months = start.month - 1 + self.months + 12 * self.years
+        year, month = start.year + total_months // 12, total_months % 12 + 1
+        day = min(start.day, calendar.monthrange(year, month)[1])
+        return start.replace(year=year, month=month, day=day) + timedelta(days=self.days)
+
+
+class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    category: str
+    description: str = ""
+
+
+class Purpose(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    title: str
+    legal_basis: LegalBasis
+    may_use: list[str]
+    consent_lasts: str | None = None
+    description: str = ""
+
+    @property
+    def consent_duration(self) -> ConsentDuration | None:
+        return ConsentDuration.parse(self.consent_lasts) if self.consent_lasts else None
+
+
+class Channel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    purposes: list[str]
+    description: str = ""
+
+
+FieldName = Annotated[str, msgspec.Meta(pattern=_NAME)]
+ChannelName = Annotated[str, msgspec.Meta(pattern=_NAME)]
+
+
+class PolicyFile(msgspec.Struct, forbid_unknown_fields=True):
+    fields: dict[FieldName, Field] = {}
+    purposes: dict[str, Purpose] = {}
+    channels: dict[ChannelName, Channel] = {}
+
+
+class Policy(msgspec.Struct, frozen=True):
+    """The whole validated policy."""
+
+    fields: dict[str, Field]
+    purposes: dict[str, Purpose]
+    channels: dict[str, Channel]
+    sources: tuple[str, ...]
+    loaded_at: datetime
+
+    def expires_at(self, purpose: str, given_at: datetime) -> datetime | None:
+        duration = self.purposes[purpose].consent_duration
+        return duration.after(given_at) if duration else None
+
+
+@cache
+def _taxonomy() -> tuple[frozenset[str], frozenset[str]]:
+    from fideslang.default_taxonomy import DEFAULT_TAXONOMY
+
+    categories = frozenset(item.fides_key for item in DEFAULT_TAXONOMY.data_category)
+    uses = frozenset(item.fides_key for item in DEFAULT_TAXONOMY.data_use)
+    return categories, uses
+
+
+def _read(path: Path) -> PolicyFile:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PolicyError(path, "(file)", f"not valid YAML: {exc}") from exc
+    if raw is None:
+        return PolicyFile()
+    try:
+        return msgspec.convert(raw, type=PolicyFile)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        where = message.rsplit(" - at `", 1)
+        key = where[1].rstrip("`") if len(where) == 2 else "(file)"
+        raise PolicyError(path, key, where[0]) from exc
+
+
+def load_policy(policy_dir: Path) -> Policy:
+    """Read and validate every ``*.yaml`` in ``policy_dir``."""
+    files = sorted(policy_dir.glob("*.yaml"))
+    if not files:
+        raise PolicyError(policy_dir, "(directory)", "no *.yaml policy files found")
+    fields: dict[str, Field] = {}
+    purposes: dict[str, Purpose] = {}
+    channels: dict[str, Channel] = {}
+    origin: dict[str, Path] = {}
+    for path in files:
+        part = _read(path)
+        for section, target, entries in (
+            ("fields", fields, part.fields),
+            ("purposes", purposes, part.purposes),
+            ("channels", channels, part.channels),
+        ):
+            for name, value in entries.items():
+                key = f"{section}.{name}"
+                if key in origin:
+                    raise PolicyError(path, key, f"already defined in {origin[key]}")
+                origin[key] = path
+                target[name] = value  # type: ignore[index]
+    _validate(fields, purposes, channels, origin)
+    return Policy(
+        fields=fields,
+        purposes=purposes,
+        channels=channels,
+        sources=tuple(str(path) for path in files),
+        loaded_at=datetime.now(UTC),
+    )
+
+
+def _validate(
+    fields: dict[str, Field],
+    purposes: dict[str, Purpose],
+    channels: dict[str, Channel],
+    origin: dict[str, Path],
+) -> None:
+    categories, uses = _taxonomy()
+    for name, field in fields.items():
+        if field.category not in categories:
+            raise PolicyError(
+                origin[f"fields.{name}"],
+                f"fields.{name}.category",
+                f"{field.category!r} is not a fideslang data category",
+            )
+    for name, purpose in purposes.items():
+        where = origin[f"purposes.{name}"]
+        if name not in uses:
+            raise PolicyError(where, f"purposes.{name}", f"{name!r} is not a fideslang data use")
+        for category in purpose.may_use:
+            if category not in categories:
+                raise PolicyError(where, f"purposes.{name}.may_use", f"{category!r} is not a fideslang data category")
+        if purpose.consent_lasts is not None:
+            try:
+                ConsentDuration.parse(purpose.consent_lasts)
+            except ValueError as exc:
+                raise PolicyError(where, f"purposes.{name}.consent_lasts", str(exc)) from exc
+        if purpose.legal_basis == "consent" and purpose.consent_lasts is None:
+            raise PolicyError(where, f"purposes.{name}.consent_lasts", "a purpose based on consent needs consent_lasts")
+    for name, channel in channels.items():
+        for purpose_name in channel.purposes:
+            if purpose_name not in purposes:
+                raise PolicyError(
+                    origin[f"channels.{name}"],
+                    f"channels.{name}.purposes",
+                    f"{purpose_name!r} is not a purpose declared in the policy",
+                )

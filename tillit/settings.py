@@ -1,0 +1,104 @@
+"""Process settings read from the environment (``TILLIT_*``), with local defaults.
+
+Every process reads the same variables; the names are listed in the README. Defaults make
+``tillit up`` work on a laptop: SQLite files and keys under ``.tillit/`` in the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "COMPONENTS",
+    "DEFAULT_PORTS",
+    "SERVICES",
+    "Settings",
+    "load_settings",
+]
+
+SERVICES: Final = ("consent", "preferences", "rules")
+COMPONENTS: Final = ("consent", "preferences", "rules", "gateway", "preference_center")
+DEFAULT_PORTS: Final = {
+    "gateway": 8100,
+    "consent": 8101,
+    "preferences": 8102,
+    "rules": 8103,
+    "preference_center": 8000,
+}
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """What one process needs to know about itself and the others."""
+
+    component: str
+    host: str = "127.0.0.1"
+    port: int
+    data_dir: Path
+    database_url: str
+    database_schema: str | None
+    policy_dir: Path
+    keys_dir: Path
+    urls: dict[str, str]
+    access_token_ttl: int = 300
+    service_token_ttl: int = 60
+    upstream_timeout: float = 2.0
+    max_body_bytes: int = 64 * 1024
+    log_level: str = "INFO"
+    insecure_transport: bool = True
+
+    def url_of(self, component: str) -> str:
+        return self.urls[component]
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"TILLIT_{name}", default)
+
+
+def _database(component: str, data_dir: Path) -> tuple[str, str | None]:
+    """The component's own database.
+
+    ``TILLIT_<COMPONENT>_DATABASE_URL`` wins; else ``TILLIT_DATABASE_URL`` shared by all with one
+    schema per component (prefixed by ``TILLIT_DATABASE_SCHEMA_PREFIX``); else an SQLite file.
+    """
+    own = _env(f"{component.upper()}_DATABASE_URL")
+    if own:
+        return own, None
+    shared = _env("DATABASE_URL")
+    if shared:
+        prefix = _env("DATABASE_SCHEMA_PREFIX", "") or ""
+        return shared, f"{prefix}{component}"
+    return f"sqlite+aiosqlite:///{data_dir / f'{component}.sqlite3'}", None
+
+
+def _port(component: str) -> int:
+    return int(_env(f"{component.upper()}_PORT") or DEFAULT_PORTS[component])
+
+
+def load_settings(component: str) -> Settings:
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown component {component!r}; expected one of {', '.join(COMPONENTS)}")
+    data_dir = Path(_env("DATA_DIR") or Path.cwd() / ".tillit").resolve()
+    database_url, schema = _database(component, data_dir)
+    host = _env("HOST", "127.0.0.1") or "127.0.0.1"
+    urls = {name: _env(f"{name.upper()}_URL") or f"http://{host}:{_port(name)}" for name in COMPONENTS}
+    return Settings(
+        component=component,
+        host=host,
+        port=_port(component),
+        data_dir=data_dir,
+        database_url=database_url,
+        database_schema=schema,
+        policy_dir=Path(_env("POLICY_DIR") or REPO_ROOT / "policies").resolve(),
+        keys_dir=Path(_env("KEYS_DIR") or data_dir / "keys").resolve(),
+        urls=urls,
+        access_token_ttl=int(_env("ACCESS_TOKEN_TTL") or 300),
+        service_token_ttl=int(_env("SERVICE_TOKEN_TTL") or 60),
+        upstream_timeout=float(_env("UPSTREAM_TIMEOUT") or 2.0),
+        log_level=(_env("LOG_LEVEL") or "INFO").upper(),
+        insecure_transport=(_env("INSECURE_TRANSPORT", "1") == "1"),
+    )
