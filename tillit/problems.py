@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
@@ -29,11 +30,38 @@ __all__ = [
     "Unprocessable",
     "UnsupportedMediaType",
     "exception_handlers",
+    "problem_responses",
     "problem_type",
 ]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _log = logging.getLogger("tillit.problems")
+
+
+_DESCRIPTIONS = {
+    400: "The request is malformed or fails validation",
+    401: "No valid token",
+    403: "The caller may not do this",
+    404: "Nothing is held under this identifier",
+    409: "Conflicts with what is already stored",
+    413: "The body is larger than allowed",
+    415: "The body is not JSON",
+    422: "Understood but not acceptable (e.g. an unknown purpose)",
+    503: "A dependency is unavailable; nothing was released or changed",
+}
+
+
+def problem_responses(*status_codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem details a handler can answer with."""
+    return {
+        code: ResponseSpec(
+            data_container=Problem,
+            description=_DESCRIPTIONS.get(code, "Problem details"),
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for code in status_codes
+    }
 
 
 def problem_type(slug: str) -> str:

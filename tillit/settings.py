@@ -7,6 +7,7 @@ Every process reads the same variables; the names are listed in the README. Defa
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
@@ -49,56 +50,60 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream_timeout: float = 2.0
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
-    insecure_transport: bool = True
 
     def url_of(self, component: str) -> str:
         return self.urls[component]
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"TILLIT_{name}", default)
+class _Environ:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def __call__(self, name: str, default: str | None = None) -> str | None:
+        return self._environ.get(f"TILLIT_{name}", default)
 
 
-def _database(component: str, data_dir: Path) -> tuple[str, str | None]:
+def _database(env: _Environ, component: str, data_dir: Path) -> tuple[str, str | None]:
     """The component's own database.
 
     ``TILLIT_<COMPONENT>_DATABASE_URL`` wins; else ``TILLIT_DATABASE_URL`` shared by all with one
     schema per component (prefixed by ``TILLIT_DATABASE_SCHEMA_PREFIX``); else an SQLite file.
     """
-    own = _env(f"{component.upper()}_DATABASE_URL")
+    own = env(f"{component.upper()}_DATABASE_URL")
     if own:
         return own, None
-    shared = _env("DATABASE_URL")
+    shared = env("DATABASE_URL")
     if shared:
-        prefix = _env("DATABASE_SCHEMA_PREFIX", "") or ""
+        prefix = env("DATABASE_SCHEMA_PREFIX", "") or ""
         return shared, f"{prefix}{component}"
     return f"sqlite+aiosqlite:///{data_dir / f'{component}.sqlite3'}", None
 
 
-def _port(component: str) -> int:
-    return int(_env(f"{component.upper()}_PORT") or DEFAULT_PORTS[component])
+def _port(env: _Environ, component: str) -> int:
+    return int(env(f"{component.upper()}_PORT") or DEFAULT_PORTS[component])
 
 
-def load_settings(component: str) -> Settings:
+def load_settings(component: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings of ``component`` from ``environ`` (the process environment by default)."""
+    env = _Environ(os.environ if environ is None else environ)
     if component not in COMPONENTS:
         raise ValueError(f"unknown component {component!r}; expected one of {', '.join(COMPONENTS)}")
-    data_dir = Path(_env("DATA_DIR") or Path.cwd() / ".tillit").resolve()
-    database_url, schema = _database(component, data_dir)
-    host = _env("HOST", "127.0.0.1") or "127.0.0.1"
-    urls = {name: _env(f"{name.upper()}_URL") or f"http://{host}:{_port(name)}" for name in COMPONENTS}
+    data_dir = Path(env("DATA_DIR") or Path.cwd() / ".tillit").resolve()
+    database_url, schema = _database(env, component, data_dir)
+    host = env("HOST", "127.0.0.1") or "127.0.0.1"
+    urls = {name: env(f"{name.upper()}_URL") or f"http://{host}:{_port(env, name)}" for name in COMPONENTS}
     return Settings(
         component=component,
         host=host,
-        port=_port(component),
+        port=_port(env, component),
         data_dir=data_dir,
         database_url=database_url,
         database_schema=schema,
-        policy_dir=Path(_env("POLICY_DIR") or REPO_ROOT / "policies").resolve(),
-        keys_dir=Path(_env("KEYS_DIR") or data_dir / "keys").resolve(),
+        policy_dir=Path(env("POLICY_DIR") or REPO_ROOT / "policies").resolve(),
+        keys_dir=Path(env("KEYS_DIR") or data_dir / "keys").resolve(),
         urls=urls,
-        access_token_ttl=int(_env("ACCESS_TOKEN_TTL") or 300),
-        service_token_ttl=int(_env("SERVICE_TOKEN_TTL") or 60),
-        upstream_timeout=float(_env("UPSTREAM_TIMEOUT") or 2.0),
-        log_level=(_env("LOG_LEVEL") or "INFO").upper(),
-        insecure_transport=(_env("INSECURE_TRANSPORT", "1") == "1"),
+        access_token_ttl=int(env("ACCESS_TOKEN_TTL") or 300),
+        service_token_ttl=int(env("SERVICE_TOKEN_TTL") or 60),
+        upstream_timeout=float(env("UPSTREAM_TIMEOUT") or 2.0),
+        log_level=(env("LOG_LEVEL") or "INFO").upper(),
     )

@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.consent.repository import ConsentRepository
 from services.consent.schemas import PurposeOut, RecordConsent, RecordedConsent, SubjectConsents
 from services.consent.service import ConsentService
+from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
 from tillit.types import SubjectIdPath
 
@@ -26,16 +27,24 @@ class ConsentController(Controller):
     guards = [require_service_token]
     dependencies = {"consents": Provide(provide_consent_service, sync_to_thread=False)}
 
-    @get("/purposes", summary="Purposes declared in the policy")
+    @get("/purposes", summary="Purposes declared in the policy", responses=problem_responses(401))
     async def list_purposes(self, consents: ConsentService) -> list[PurposeOut]:
         return consents.purposes()
 
-    @post("/subjects/{subject_id:str}/events", summary="Append a consent event to the ledger")
+    @post(
+        "/subjects/{subject_id:str}/events",
+        summary="Append a consent event to the ledger",
+        responses=problem_responses(400, 401, 413, 415, 422),
+    )
     async def record_event(
         self, subject_id: SubjectIdPath, data: RecordConsent, consents: ConsentService
     ) -> RecordedConsent:
         return await consents.record(subject_id, data)
 
-    @get("/subjects/{subject_id:str}/consents", summary="Current consent state of one subject")
+    @get(
+        "/subjects/{subject_id:str}/consents",
+        summary="Current consent state of one subject",
+        responses=problem_responses(400, 401),
+    )
     async def current_state(self, subject_id: SubjectIdPath, consents: ConsentService) -> SubjectConsents:
         return await consents.current(subject_id)

@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.rules.repository import SegmentRepository
 from services.rules.schemas import Evaluation, EvaluationRequest, SegmentIn, SegmentOut
 from services.rules.service import SegmentService
+from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
 
 __all__ = ["SegmentController"]
@@ -26,14 +27,23 @@ class SegmentController(Controller):
     guards = [require_service_token]
     dependencies = {"segments": Provide(provide_segment_service, sync_to_thread=False)}
 
-    @get("/segments", summary="Every segment definition")
+    @get("/segments", summary="Every segment definition", responses=problem_responses(401))
     async def list_segments(self, segments: SegmentService) -> list[SegmentOut]:
         return await segments.list()
 
-    @post("/segments", summary="Define a segment; refused if it reads a field its purpose may not use")
+    @post(
+        "/segments",
+        summary="Define a segment; refused if it reads a field its purpose may not use",
+        responses=problem_responses(400, 401, 409, 413, 415, 422),
+    )
     async def create_segment(self, data: SegmentIn, segments: SegmentService) -> SegmentOut:
         return await segments.create(data)
 
-    @post("/evaluate", status_code=HTTP_200_OK, summary="Segments an already-filtered profile falls into")
+    @post(
+        "/evaluate",
+        status_code=HTTP_200_OK,
+        summary="Segments an already-filtered profile falls into",
+        responses=problem_responses(400, 401, 413, 415, 422),
+    )
     async def evaluate(self, data: EvaluationRequest, segments: SegmentService) -> Evaluation:
         return await segments.evaluate(data)

@@ -1,0 +1,1 @@
+"""The gateway: the only public entry for personal data, where the release rule is enforced."""

@@ -1,0 +1,98 @@
+"""The gateway's public HTTP API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_201_CREATED
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.oauth import Caller, TokenService
+from gateway.repository import ReleaseAuditRepository
+from gateway.schemas import CapturedConsent, ProfileRelease, TokenResponse
+from gateway.service import GatewayService
+from tillit.problems import problem_responses
+from tillit.types import PURPOSE_PATTERN, SubjectIdPath
+
+__all__ = ["OAuthController", "SubjectController", "require_access_token"]
+
+
+def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: a valid access token from ``/oauth/token``; the caller is kept on the request state."""
+    tokens: TokenService = connection.app.state.tokens
+    connection.state.caller = tokens.verify(connection.headers.get("authorization"))
+
+
+def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+    return request.state.caller
+
+
+def provide_gateway_service(session: AsyncSession, state: State) -> GatewayService:
+    return GatewayService(state.policy, state.upstream, ReleaseAuditRepository(session))
+
+
+PurposeQuery = Annotated[
+    str,
+    Parameter(
+        pattern=PURPOSE_PATTERN,
+        min_length=1,
+        max_length=100,
+        description="The one purpose (a fideslang data use) the data is asked for.",
+    ),
+]
+
+
+class OAuthController(Controller):
+    path = "/"
+    tags = ["oauth"]
+
+    @post(
+        "/oauth/token",
+        summary="OAuth2 client credentials token endpoint (RFC 6749 §4.4); JWT access tokens per RFC 9068",
+        response_model=TokenResponse,
+        status_code=200,
+    )
+    async def token(self, request: Request[Any, Any, Any]) -> Response[Any]:
+        tokens: TokenService = request.app.state.tokens
+        return await tokens.token_response(request)
+
+    @get("/.well-known/jwks.json", summary="Public keys that verify access tokens")
+    async def jwks(self, state: State) -> dict[str, Any]:
+        return state.access_token_jwks
+
+
+class SubjectController(Controller):
+    path = "/v1/subjects/{subject_id:str}"
+    tags = ["subjects"]
+    guards = [require_access_token]
+    dependencies = {
+        "caller": Provide(provide_caller, sync_to_thread=False),
+        "gateway": Provide(provide_gateway_service, sync_to_thread=False),
+    }
+
+    @get(
+        "/profile",
+        summary="The subject's profile, filtered for one purpose by policy and consent",
+        responses=problem_responses(400, 401, 403, 404, 422, 503),
+    )
+    async def profile(
+        self, subject_id: SubjectIdPath, purpose: PurposeQuery, caller: Caller, gateway: GatewayService
+    ) -> ProfileRelease:
+        return await gateway.release_profile(caller, subject_id, purpose)
+
+    @post(
+        "/consents",
+        status_code=HTTP_201_CREATED,
+        summary="Record consent a channel captured itself",
+        responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
+    )
+    async def capture_consent(
+        self, subject_id: SubjectIdPath, data: CapturedConsent, caller: Caller, gateway: GatewayService
+    ) -> dict[str, Any]:
+        return await gateway.capture_consent(caller, subject_id, data)

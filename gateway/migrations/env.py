@@ -1,0 +1,3 @@
+from tillit.migrations import run_env
+
+run_env()

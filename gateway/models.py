@@ -1,0 +1,40 @@
+"""Tables of the gateway: channel clients and the release audit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime
+from sqlmodel import Field, SQLModel
+
+__all__ = ["ChannelClient", "ReleaseRecord"]
+
+
+class ChannelClient(SQLModel, table=True):
+    """An OAuth2 client of one channel; only an argon2 hash of its secret is kept."""
+
+    __tablename__ = "channel_client"
+
+    client_id: str = Field(primary_key=True, max_length=64)
+    secret_hash: str = Field(max_length=255)
+    channel: str = Field(max_length=64)
+    scopes: str = Field(max_length=500)
+    disabled: bool = False
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ReleaseRecord(SQLModel, table=True):
+    """Who received which fields of whom, when, for which purpose and under which consent."""
+
+    __tablename__ = "release_record"
+
+    release_id: str = Field(primary_key=True, max_length=36)
+    client_id: str = Field(max_length=64)
+    channel: str = Field(max_length=64)
+    purpose: str = Field(max_length=100)
+    subject_id: str = Field(index=True, max_length=64)
+    released: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    withheld: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    consent_event_id: str | None = Field(default=None, max_length=36)
+    released_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

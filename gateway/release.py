@@ -1,0 +1,90 @@
+"""The release rule, as a pure function of policy, profile and consent state.
+
+A field is released only when the channel is registered for the purpose, the field's data
+category is one the purpose may use, and the purpose's legal basis holds for the subject now.
+Everything else is withheld, with the reason and without the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from tillit.policy import Policy
+
+__all__ = ["ConsentView", "Decision", "Withheld", "WithheldReason", "decide"]
+
+WithheldReason = Literal[
+    "category_not_permitted",
+    "field_not_in_policy",
+    "no_consent",
+    "consent_withdrawn",
+    "consent_expired",
+    "objection_recorded",
+]
+
+
+class ConsentView(msgspec.Struct, frozen=True):
+    """What the gateway needs to know of one purpose's consent state."""
+
+    status: str
+    active: bool
+    event_id: str
+    expires_at: datetime | None = None
+
+
+class Withheld(msgspec.Struct, frozen=True):
+    field: str
+    reason: WithheldReason
+
+
+class Decision(msgspec.Struct, frozen=True):
+    released: dict[str, Any]
+    withheld: list[Withheld]
+    consent_event_id: str | None
+
+
+def _basis_failure(policy: Policy, purpose: str, consent: ConsentView | None, now: datetime) -> WithheldReason | None:
+    basis = policy.purposes[purpose].legal_basis
+    if basis == "consent":
+        if consent is None or consent.status == "refused":
+            return "no_consent"
+        if consent.status == "withdrawn":
+            return "consent_withdrawn"
+        if consent.status == "expired" or (consent.expires_at is not None and consent.expires_at <= now):
+            return "consent_expired"
+        if not consent.active or consent.status != "given":
+            return "no_consent"
+        return None
+    if basis == "legitimate_interest" and consent is not None and consent.status == "withdrawn":
+        return "objection_recorded"
+    return None
+
+
+def decide(
+    policy: Policy,
+    purpose: str,
+    profile: Mapping[str, Any],
+    consent: ConsentView | None,
+    now: datetime,
+) -> Decision:
+    """Apply the release rule; the caller has already checked the channel may ask for ``purpose``."""
+    may_use = set(policy.purposes[purpose].may_use)
+    basis_failure = _basis_failure(policy, purpose, consent, now)
+    released: dict[str, Any] = {}
+    withheld: list[Withheld] = []
+    for name in sorted(profile):
+        field = policy.fields.get(name)
+        if field is None:
+            withheld.append(Withheld(name, "field_not_in_policy"))
+        elif field.category not in may_use:
+            withheld.append(Withheld(name, "category_not_permitted"))
+        elif basis_failure is not None:
+            withheld.append(Withheld(name, basis_failure))
+        else:
+            released[name] = profile[name]
+    relied_on = consent.event_id if consent is not None and basis_failure is None and released else None
+    return Decision(released=released, withheld=withheld, consent_event_id=relied_on)

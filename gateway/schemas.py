@@ -1,0 +1,49 @@
+"""What the gateway's public API accepts and answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from gateway.release import WithheldReason
+from tillit.types import PurposeKey
+
+__all__ = ["CapturedConsent", "ChannelEvidence", "ProfileRelease", "TokenResponse", "WithheldField"]
+
+
+class WithheldField(msgspec.Struct):
+    field: str
+    reason: WithheldReason
+
+
+class ProfileRelease(msgspec.Struct):
+    """The fields released for one purpose; withheld fields are named with the reason, never the value."""
+
+    subject_id: str
+    purpose: str
+    fields: dict[str, Any]
+    withheld: list[WithheldField]
+    release_id: str
+
+
+class ChannelEvidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """How the channel captured the consent (checkout box, POS terminal). IPs are truncated when stored."""
+
+    ip: Annotated[str, msgspec.Meta(max_length=45)] | None = None
+    user_agent: Annotated[str, msgspec.Meta(max_length=512)] | None = None
+    page: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+
+
+class CapturedConsent(msgspec.Struct, forbid_unknown_fields=True):
+    purpose: PurposeKey
+    action: Literal["give", "withdraw"]
+    evidence: ChannelEvidence = msgspec.field(default_factory=ChannelEvidence)
+    notice_version: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+
+class TokenResponse(msgspec.Struct, omit_defaults=True):
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str | None = None

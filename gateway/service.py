@@ -1,0 +1,95 @@
+"""Releasing profiles for one purpose and capturing channel consent."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from gateway.models import ReleaseRecord
+from gateway.oauth import Caller
+from gateway.release import decide
+from gateway.repository import ReleaseAuditRepository
+from gateway.schemas import CapturedConsent, ProfileRelease, WithheldField
+from gateway.upstream import Upstream
+from tillit.policy import Policy
+from tillit.problems import Forbidden, Unprocessable
+from tillit.types import utcnow
+
+__all__ = ["GatewayService"]
+
+T = TypeVar("T")
+
+
+def _unwrap(outcome: T | BaseException) -> T:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+class GatewayService:
+    def __init__(
+        self,
+        policy: Policy,
+        upstream: Upstream,
+        audit: ReleaseAuditRepository,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.policy = policy
+        self.upstream = upstream
+        self.audit = audit
+        self.clock = clock
+
+    def _check_purpose(self, caller: Caller, purpose: str) -> None:
+        if purpose not in self.policy.purposes:
+            raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
+        channel = self.policy.channels.get(caller.channel)
+        if channel is None or purpose not in channel.purposes:
+            raise Forbidden(
+                f"channel {caller.channel!r} is not registered for purpose {purpose!r}",
+                slug="purpose-not-registered",
+            )
+
+    async def release_profile(self, caller: Caller, subject_id: str, purpose: str) -> ProfileRelease:
+        caller.require("profiles:read")
+        self._check_purpose(caller, purpose)
+        consent_outcome, profile_outcome = await asyncio.gather(
+            self.upstream.consent_state(subject_id), self.upstream.profile(subject_id), return_exceptions=True
+        )
+        consent = _unwrap(consent_outcome)  # first: a consent failure (503) outranks a missing profile (404)
+        profile = _unwrap(profile_outcome)
+        now = self.clock()
+        decision = decide(self.policy, purpose, profile.fields, consent.for_purpose(purpose), now)
+        release_id = str(uuid.uuid4())
+        withheld = [WithheldField(field=w.field, reason=w.reason) for w in decision.withheld]
+        await self.audit.record(
+            ReleaseRecord(
+                release_id=release_id,
+                client_id=caller.client_id,
+                channel=caller.channel,
+                purpose=purpose,
+                subject_id=subject_id,
+                released=sorted(decision.released),
+                withheld=[msgspec.to_builtins(w) for w in withheld],
+                consent_event_id=decision.consent_event_id,
+                released_at=now,
+            )
+        )
+        return ProfileRelease(
+            subject_id=subject_id,
+            purpose=purpose,
+            fields=decision.released,
+            withheld=withheld,
+            release_id=release_id,
+        )
+
+    async def capture_consent(self, caller: Caller, subject_id: str, consent: CapturedConsent) -> dict[str, Any]:
+        caller.require("consents:write")
+        self._check_purpose(caller, consent.purpose)
+        event = msgspec.to_builtins(consent)
+        event["source"] = f"channel:{caller.client_id}"
+        return await self.upstream.record_consent(subject_id, event)
