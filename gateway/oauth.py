@@ -14,6 +14,7 @@ import anyio.to_thread
 import msgspec
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import OAuth2Payload, OAuth2Request, grants
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -73,6 +74,14 @@ class _LitestarOAuth2Request(OAuth2Request):
 
 class _ClientCredentials(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def validate_token_request(self) -> None:
+        """Refuse scopes the client was not granted instead of silently issuing a narrower token."""
+        super().validate_token_request()
+        requested = (self.request.payload.scope or "").split()
+        missing = sorted(set(requested) - set(self.request.client.scopes))
+        if missing:
+            raise InvalidScopeError(description=f"this client may not ask for: {' '.join(missing)}")
 
 
 class _AccessTokenGenerator(JWTBearerTokenGenerator):

@@ -1,0 +1,33 @@
+"""Fixtures of the cross-service suites: a real platform per database backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.platform import RunningPlatform, postgres_available, running_platform
+
+BACKENDS = ("sqlite", "postgres")
+
+
+def require_postgres() -> None:
+    if postgres_available():
+        return
+    message = "PostgreSQL does not answer on 127.0.0.1:5432"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI must run the PostgreSQL suites", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """Every process of the platform, on SQLite files or on PostgreSQL schemas."""
+    backend: str = request.param
+    if backend == "postgres":
+        require_postgres()
+    with running_platform(backend, tmp_path_factory.mktemp(f"platform-{backend}")) as running:
+        running.add_channel("email", ["profiles:read", "consents:write"])
+        running.add_channel("sms", ["profiles:read"])
+        yield running
