@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -9,13 +10,15 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_201_CREATED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.oauth import Caller, TokenService
 from gateway.repository import ReleaseAuditRepository
-from gateway.schemas import CapturedConsent, ProfileRelease, TokenResponse
+from gateway.schemas import CapturedConsent, OAuthError, ProfileRelease, TokenResponse
 from gateway.service import GatewayService
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN, SubjectIdPath
@@ -37,6 +40,35 @@ def provide_gateway_service(session: AsyncSession, state: State) -> GatewayServi
     return GatewayService(state.policy, state.upstream, ReleaseAuditRepository(session))
 
 
+@dataclass
+class TokenOperation(Operation):
+    """The token endpoint takes an RFC 6749 form that authlib parses, so the form is described here."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description="client_secret_basic (HTTP Basic) or client_secret_post (client_id and client_secret here)",
+            content={
+                "application/x-www-form-urlencoded": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["grant_type"],
+                        properties={
+                            "grant_type": Schema(type=OpenAPIType.STRING, enum=["client_credentials"]),
+                            "scope": Schema(
+                                type=OpenAPIType.STRING,
+                                max_length=200,
+                                description="space-separated scopes; by default every scope the client holds",
+                            ),
+                            "client_id": Schema(type=OpenAPIType.STRING, max_length=64),
+                            "client_secret": Schema(type=OpenAPIType.STRING, max_length=200),
+                        },
+                    )
+                )
+            },
+        )
+
+
 PurposeQuery = Annotated[
     str,
     Parameter(
@@ -55,10 +87,17 @@ class OAuthController(Controller):
     @post(
         "/oauth/token",
         summary="OAuth2 client credentials token endpoint (RFC 6749 §4.4); JWT access tokens per RFC 9068",
-        response_model=TokenResponse,
         status_code=200,
+        operation_class=TokenOperation,
+        responses={
+            code: ResponseSpec(OAuthError, description=description, generate_examples=False)
+            for code, description in (
+                (400, "invalid_request, unsupported_grant_type or invalid_scope"),
+                (401, "invalid_client: unknown client or wrong secret"),
+            )
+        },
     )
-    async def token(self, request: Request[Any, Any, Any]) -> Response[Any]:
+    async def token(self, request: Request[Any, Any, Any]) -> Response[TokenResponse]:
         tokens: TokenService = request.app.state.tokens
         return await tokens.token_response(request)
 

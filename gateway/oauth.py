@@ -126,7 +126,13 @@ class _Server(AuthorizationServer):
         """JWT access tokens are self-contained; nothing to store."""
 
     def handle_response(self, status: int, body: Any, headers: Any) -> Response[Any]:
-        return Response(content=body, status_code=status, headers=dict(headers))
+        headers = dict(headers)
+        if isinstance(body, dict) and body.get("error") == "invalid_client":
+            # RFC 6749 §5.2 allows 401 for every failed client authentication; one answer for
+            # Basic and post keeps client libraries' retry logic simple.
+            status = 401
+            headers.setdefault("WWW-Authenticate", 'Basic realm="tillit"')
+        return Response(content=body, status_code=status, headers=headers)
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
         """No listeners."""

@@ -7,9 +7,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.release import WithheldReason
-from tillit.types import PurposeKey
+from tillit.types import IPAddress, PurposeKey
 
-__all__ = ["CapturedConsent", "ChannelEvidence", "ProfileRelease", "TokenResponse", "WithheldField"]
+__all__ = [
+    "CapturedConsent",
+    "ChannelEvidence",
+    "OAuthError",
+    "ProfileRelease",
+    "TokenResponse",
+    "WithheldField",
+]
 
 
 class WithheldField(msgspec.Struct):
@@ -30,7 +37,7 @@ class ProfileRelease(msgspec.Struct):
 class ChannelEvidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """How the channel captured the consent (checkout box, POS terminal). IPs are truncated when stored."""
 
-    ip: Annotated[str, msgspec.Meta(max_length=45)] | None = None
+    ip: IPAddress | None = None
     user_agent: Annotated[str, msgspec.Meta(max_length=512)] | None = None
     page: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
 
@@ -40,6 +47,13 @@ class CapturedConsent(msgspec.Struct, forbid_unknown_fields=True):
     action: Literal["give", "withdraw"]
     evidence: ChannelEvidence = msgspec.field(default_factory=ChannelEvidence)
     notice_version: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+
+class OAuthError(msgspec.Struct, omit_defaults=True):
+    """Token endpoint errors keep the shape OAuth2 clients expect (RFC 6749 §5.2)."""
+
+    error: str
+    error_description: str | None = None
 
 
 class TokenResponse(msgspec.Struct, omit_defaults=True):

@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ class Channel:
     client_secret: str
     channel: str
     token: str
+    token_expires_at: float = 0.0
 
 
 @dataclass
@@ -75,19 +77,26 @@ class RunningPlatform:
         return load_private_key(self.keys_dir, ACCESS_TOKEN_KEY)
 
     def auth(self, channel: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.channels[channel].token}"}
+        """A bearer header for ``channel``; the token is renewed when it is about to expire."""
+        client = self.channels[channel]
+        if time.monotonic() > client.token_expires_at - 60:
+            client.token, client.token_expires_at = self._token(client.client_id, client.client_secret)
+        return {"Authorization": f"Bearer {client.token}"}
 
-    def add_channel(self, channel: str, scopes: list[str]) -> Channel:
-        credentials = asyncio.run(create_client(self.platform.settings["gateway"], channel, scopes))
+    def _token(self, client_id: str, client_secret: str) -> tuple[str, float]:
         response = httpx.post(
             f"{self.gateway}/oauth/token",
             data={"grant_type": "client_credentials"},
-            auth=(credentials.client_id, credentials.client_secret),
+            auth=(client_id, client_secret),
         )
         response.raise_for_status()
-        self.channels[channel] = Channel(
-            credentials.client_id, credentials.client_secret, channel, response.json()["access_token"]
-        )
+        body = response.json()
+        return body["access_token"], time.monotonic() + body["expires_in"]
+
+    def add_channel(self, channel: str, scopes: list[str]) -> Channel:
+        credentials = asyncio.run(create_client(self.platform.settings["gateway"], channel, scopes))
+        token, expires_at = self._token(credentials.client_id, credentials.client_secret)
+        self.channels[channel] = Channel(credentials.client_id, credentials.client_secret, channel, token, expires_at)
         return self.channels[channel]
 
     def new_shopper(self, profile: dict[str, Any], consents: tuple[tuple[str, str], ...] = ()) -> str:
@@ -112,8 +121,11 @@ class RunningPlatform:
         self.platform.wait_ready(components=[component])
 
 
-def platform_env(backend: str, data_dir: Path) -> tuple[dict[str, str], str | None]:
+def platform_env(
+    backend: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[dict[str, str], str | None]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TILLIT_")}
+    env.update(extra_env or {})
     env["TILLIT_DATA_DIR"] = str(data_dir)
     env["TILLIT_LOG_LEVEL"] = "WARNING"
     for component in COMPONENTS:
@@ -141,8 +153,11 @@ def drop_schemas(prefix: str) -> None:
 
 
 @contextmanager
-def running_platform(backend: str, data_dir: Path) -> Iterator[RunningPlatform]:
-    env, schema_prefix = platform_env(backend, data_dir)
+def running_platform(
+    backend: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningPlatform]:
+    """Every process started on ``backend``; ``extra_env`` adds ``TILLIT_*`` settings (e.g. the server)."""
+    env, schema_prefix = platform_env(backend, data_dir, extra_env)
     keys_dir = data_dir / "keys"
     for name in (SERVICE_TOKEN_KEY, ACCESS_TOKEN_KEY):
         ensure_signing_key(keys_dir, name)

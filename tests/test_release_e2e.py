@@ -212,6 +212,11 @@ def test_token_endpoint_accepts_basic_and_post_and_refuses_bad_secrets(stack: Ru
     wrong = httpx.post(url, data={"grant_type": "client_credentials"}, auth=(channel.client_id, "wrong"))
     assert wrong.status_code == 401
     assert wrong.json()["error"] == "invalid_client"
+    unknown = httpx.post(
+        url, data={"grant_type": "client_credentials", "client_id": "no-such-client", "client_secret": "x"}
+    )
+    assert unknown.status_code == 401
+    assert unknown.json()["error"] == "invalid_client"
     too_much = httpx.post(
         url,
         data={"grant_type": "client_credentials", "scope": "audit:read"},
@@ -231,7 +236,7 @@ def test_token_endpoint_accepts_basic_and_post_and_refuses_bad_secrets(stack: Ru
         ("x" * 65, {"json": {"purpose": EMAIL, "action": "give"}}, 400, "validation"),
         ("ok-id", {"json": {"purpose": EMAIL, "action": "give", "sneaky": 1}}, 400, "validation"),
         ("ok-id", {"json": {"purpose": EMAIL, "action": "maybe"}}, 400, "validation"),
-        ("ok-id", {"json": {"purpose": EMAIL, "action": "give", "evidence": {"ip": "not-an-ip"}}}, 422, None),
+        ("ok-id", {"json": {"purpose": EMAIL, "action": "give", "evidence": {"ip": "not-an-ip"}}}, 400, "invalid-evidence"),
         ("ok-id", {"json": {"purpose": "no.such.purpose", "action": "give"}}, 422, "unknown-purpose"),
         ("ok-id", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, None),
         ("ok-id", {"content": b"purpose=x", "headers": {"content-type": "text/plain"}}, 415, None),

@@ -15,13 +15,13 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.types import ControllerRouterHandler
 
 from tillit.db import Database, provide_session
 from tillit.keys import SERVICE_TOKEN_KEY, load_public_keys
 from tillit.logs import configure_logging
 from tillit.migrations import upgrade_to_head
+from tillit.openapi import PreciseRenderPlugin, answer_options
 from tillit.policy import Policy, load_policy
 from tillit.problems import Unavailable, UnsupportedMediaType, exception_handlers
 from tillit.service_tokens import ServiceTokenVerifier
@@ -58,6 +58,11 @@ def require_json_body(request: Request[Any, Any, Any]) -> None:
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(f"send the body as application/json (got {media_type or 'no content type'})")
+
+
+def before_request(request: Request[Any, Any, Any]) -> Response[None] | None:
+    require_json_body(request)
+    return answer_options(request)
 
 
 def create_app(
@@ -102,14 +107,14 @@ def create_app(
         lifespan=[lifespan],
         dependencies={"session": Provide(provide_session)} if migrations is not None else {},
         exception_handlers=exception_handlers,
-        before_request=require_json_body,
+        before_request=before_request,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title=title,
             version="0.1.0",
             description=description,
             path="/schema",
-            render_plugins=[JsonRenderPlugin()],
+            render_plugins=[PreciseRenderPlugin()],
         ),
         state=State(app_state),
         **litestar_options,

@@ -22,11 +22,29 @@ __all__ = ["main"]
 
 
 def _serve(component: str) -> int:
-    """Run one component in this process until SIGINT or SIGTERM."""
+    """Run one component in this process until SIGINT or SIGTERM.
+
+    granian is the server (see the README's "Why granian"); ``TILLIT_SERVER=uvicorn`` exists so that
+    ``bench/asgi_servers.py`` can measure the two side by side.
+    """
+    settings = load_settings(component)
+    if settings.server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            APP_FACTORIES[component],
+            host=settings.host,
+            port=settings.port,
+            factory=True,
+            workers=1,
+            access_log=False,
+            log_level=settings.log_level.lower(),
+        )
+        return 0
+
     from granian.constants import Interfaces
     from granian.server import Server
 
-    settings = load_settings(component)
     Server(
         APP_FACTORIES[component],
         address=settings.host,

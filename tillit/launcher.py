@@ -35,9 +35,12 @@ class PortTaken(PlatformError):
 
 
 def taken_ports(ports: Mapping[str, int], host: str = "127.0.0.1") -> list[tuple[str, int]]:
+    """Ports something listens on. SO_REUSEADDR, as the servers use it, so that connections of a
+    platform stopped a moment ago (TIME_WAIT) do not count as taken."""
     taken = []
     for component, port in ports.items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
             except OSError:

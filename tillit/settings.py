@@ -16,6 +16,7 @@ import msgspec
 __all__ = [
     "COMPONENTS",
     "DEFAULT_PORTS",
+    "SERVERS",
     "SERVICES",
     "Settings",
     "load_settings",
@@ -30,6 +31,7 @@ DEFAULT_PORTS: Final = {
     "rules": 8103,
     "preference_center": 8000,
 }
+SERVERS: Final = ("granian", "uvicorn")
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 
 
@@ -50,6 +52,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream_timeout: float = 2.0
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
+    server: str = "granian"
 
     def url_of(self, component: str) -> str:
         return self.urls[component]
@@ -79,6 +82,13 @@ def _database(env: _Environ, component: str, data_dir: Path) -> tuple[str, str |
     return f"sqlite+aiosqlite:///{data_dir / f'{component}.sqlite3'}", None
 
 
+def _server(env: _Environ) -> str:
+    server = (env("SERVER") or "granian").lower()
+    if server not in SERVERS:
+        raise ValueError(f"TILLIT_SERVER={server!r}; expected one of {', '.join(SERVERS)}")
+    return server
+
+
 def _port(env: _Environ, component: str) -> int:
     return int(env(f"{component.upper()}_PORT") or DEFAULT_PORTS[component])
 
@@ -106,4 +116,5 @@ def load_settings(component: str, environ: Mapping[str, str] | None = None) -> S
         service_token_ttl=int(env("SERVICE_TOKEN_TTL") or 60),
         upstream_timeout=float(env("UPSTREAM_TIMEOUT") or 2.0),
         log_level=(env("LOG_LEVEL") or "INFO").upper(),
+        server=_server(env),
     )

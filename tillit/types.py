@@ -9,8 +9,11 @@ import msgspec
 from litestar.params import Parameter
 
 __all__ = [
+    "FIELD_NAME_PATTERN",
     "PURPOSE_PATTERN",
     "SUBJECT_ID_PATTERN",
+    "IPAddress",
+    "ProfileFieldName",
     "PurposeKey",
     "SubjectId",
     "SubjectIdPath",
@@ -20,9 +23,17 @@ __all__ = [
 
 SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 PURPOSE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
+FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 SubjectId = Annotated[str, msgspec.Meta(pattern=SUBJECT_ID_PATTERN, max_length=64)]
 PurposeKey = Annotated[str, msgspec.Meta(pattern=PURPOSE_PATTERN, min_length=1, max_length=100)]
+ProfileFieldName = Annotated[
+    str, msgspec.Meta(pattern=FIELD_NAME_PATTERN, description="A profile field declared in the policy.")
+]
+IPAddress = Annotated[
+    str,
+    msgspec.Meta(max_length=45, extra_json_schema={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
+]
 SubjectIdPath = Annotated[
     str,
     Parameter(

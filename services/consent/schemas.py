@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from tillit.types import PurposeKey
+from tillit.types import IPAddress, PurposeKey
 
 __all__ = [
     "ConsentEventOut",
@@ -25,7 +25,7 @@ SourceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]+(:[A-Za-z0-9._-]{1,64
 class Evidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """How the consent was captured. IP addresses are truncated before they are stored."""
 
-    ip: Annotated[str, msgspec.Meta(max_length=45)] | None = None
+    ip: IPAddress | None = None
     user_agent: Annotated[str, msgspec.Meta(max_length=512)] | None = None
     page: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
 

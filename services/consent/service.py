@@ -21,7 +21,7 @@ from services.consent.schemas import (
     SubjectConsents,
 )
 from tillit.policy import Policy
-from tillit.problems import Unprocessable
+from tillit.problems import BadRequest, Unprocessable
 from tillit.types import as_utc, utcnow
 
 __all__ = ["ConsentService", "truncate_ip"]
@@ -31,12 +31,12 @@ _ACTIONS = {"give": "given", "withdraw": "withdrawn"}
 
 def truncate_ip(address: str | None) -> str | None:
     """Keep only the network part (IPv4 /24, IPv6 /48): evidence without identifying the device."""
-    if not address:
+    if address is None:
         return None
     try:
         ip = ipaddress.ip_address(address)
     except ValueError as exc:
-        raise Unprocessable(f"evidence.ip {address!r} is not an IP address", slug="invalid-evidence") from exc
+        raise BadRequest(f"evidence.ip {address!r} is not an IPv4 or IPv6 address", slug="invalid-evidence") from exc
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
 

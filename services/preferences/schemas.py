@@ -12,7 +12,7 @@ __all__ = ["PROFILE_FIELD_NAMES", "Profile", "ProfileFields", "ProfilePatch", "P
 
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
 TextList = Annotated[list[ShortText], msgspec.Meta(max_length=20)]
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254)]
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, extra_json_schema={"format": "email"})]
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
 ShoeSize = Annotated[float, msgspec.Meta(ge=16, le=52, multiple_of=0.5)]
 
@@ -37,7 +37,7 @@ PROFILE_FIELD_NAMES: tuple[str, ...] = ProfileFields.__struct_fields__
 class ProfilePatch(msgspec.Struct, forbid_unknown_fields=True):
     """A partial update: fields present are set (``null`` clears them), absent ones are left alone."""
 
-    fields: ProfileFields
+    fields: Annotated[ProfileFields, msgspec.Meta(extra_json_schema={"minProperties": 1})]
     source: Annotated[str, msgspec.Meta(pattern=r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$", max_length=80)]
 
 

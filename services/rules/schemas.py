@@ -7,18 +7,17 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from tillit.types import PurposeKey
+from tillit.types import ProfileFieldName, PurposeKey
 
 __all__ = ["Condition", "Evaluation", "EvaluationRequest", "SegmentIn", "SegmentOut"]
 
 Scalar = Annotated[str, msgspec.Meta(max_length=200)] | int | float | bool
-FieldName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 class Condition(msgspec.Struct, forbid_unknown_fields=True):
     """``field op value``; a field absent from the profile never matches."""
 
-    field: FieldName
+    field: ProfileFieldName
     op: Literal["eq", "ne", "in", "contains", "gte", "lte"]
     value: Scalar | Annotated[list[Scalar], msgspec.Meta(max_length=50)]
 
@@ -42,7 +41,7 @@ class EvaluationRequest(msgspec.Struct, forbid_unknown_fields=True):
     """A profile already filtered by the gateway for ``purpose``."""
 
     purpose: PurposeKey
-    profile: Annotated[dict[FieldName, Any], msgspec.Meta(max_length=100)]
+    profile: Annotated[dict[ProfileFieldName, Any], msgspec.Meta(max_length=100)]
 
 
 class Evaluation(msgspec.Struct):
