@@ -236,7 +236,12 @@ def test_token_endpoint_accepts_basic_and_post_and_refuses_bad_secrets(stack: Ru
         ("x" * 65, {"json": {"purpose": EMAIL, "action": "give"}}, 400, "validation"),
         ("ok-id", {"json": {"purpose": EMAIL, "action": "give", "sneaky": 1}}, 400, "validation"),
         ("ok-id", {"json": {"purpose": EMAIL, "action": "maybe"}}, 400, "validation"),
-        ("ok-id", {"json": {"purpose": EMAIL, "action": "give", "evidence": {"ip": "not-an-ip"}}}, 400, "invalid-evidence"),
+        (
+            "ok-id",
+            {"json": {"purpose": EMAIL, "action": "give", "evidence": {"ip": "not-an-ip"}}},
+            400,
+            "invalid-evidence",
+        ),
         ("ok-id", {"json": {"purpose": "no.such.purpose", "action": "give"}}, 422, "unknown-purpose"),
         ("ok-id", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, None),
         ("ok-id", {"content": b"purpose=x", "headers": {"content-type": "text/plain"}}, 415, None),
