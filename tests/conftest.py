@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.platform import RunningPlatform, postgres_available, running_platform
-
-BACKENDS = ("sqlite", "postgres")
-
-
-def require_postgres() -> None:
-    if postgres_available():
-        return
-    message = "PostgreSQL does not answer on 127.0.0.1:5432"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}; CI must run the PostgreSQL suites", pytrace=False)
-    pytest.skip(message)
+from tests.platform import RunningPlatform, running_platform
+from tillit.testing import BACKENDS, require_postgres
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -21,24 +21,15 @@ from tillit.keys import ACCESS_TOKEN_KEY, SERVICE_TOKEN_KEY, ensure_signing_key,
 from tillit.launcher import Platform
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import COMPONENTS
+from tillit.testing import POSTGRES_URL, postgres_available
 
 __all__ = ["POSTGRES_URL", "RunningPlatform", "free_port", "postgres_available", "running_platform"]
-
-POSTGRES_URL = os.environ.get("TILLIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def postgres_available() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -23,7 +24,7 @@ from tillit.logs import configure_logging
 from tillit.migrations import upgrade_to_head
 from tillit.openapi import PreciseRenderPlugin, answer_options
 from tillit.policy import Policy, load_policy
-from tillit.problems import Unavailable, UnsupportedMediaType, exception_handlers
+from tillit.problems import InvalidRequest, Unavailable, UnsupportedMediaType, exception_handlers
 from tillit.service_tokens import ServiceTokenVerifier
 from tillit.settings import Settings, load_settings
 
@@ -60,8 +61,43 @@ def require_json_body(request: Request[Any, Any, Any]) -> None:
         raise UnsupportedMediaType(f"send the body as application/json (got {media_type or 'no content type'})")
 
 
-def before_request(request: Request[Any, Any, Any]) -> Response[None] | None:
+async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
+    """Hold JSON bodies to their schema exactly.
+
+    Litestar converts ``data`` leniently (``"1"`` becomes 1, 0 becomes 1970-01-01), which would accept
+    requests the published schema forbids; the body is decoded strictly first and refused if it
+    does not match.
+    """
+    if request.method not in _BODY_METHODS or not request.url.path.startswith("/v1/"):
+        return
+    parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if parameter is None:
+        return
+    try:
+        document = msgspec.json.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        problem = f"body is not valid JSON: {exc}"
+        raise InvalidRequest(problem, errors=[{"message": str(exc), "source": "body"}]) from exc
+    try:
+        msgspec.convert(_integral_floats_as_ints(document), type=parameter.annotation, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"body: {exc}", errors=[{"message": str(exc), "source": "body"}]) from exc
+
+
+def _integral_floats_as_ints(value: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer; so does tillit."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral_floats_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(item) for item in value]
+    return value
+
+
+async def before_request(request: Request[Any, Any, Any]) -> Response[None] | None:
     require_json_body(request)
+    await decode_body_strictly(request)
     return answer_options(request)
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "InvalidRequest",
     "NotFound",
     "Problem",
     "TillitError",
@@ -106,6 +107,14 @@ class BadRequest(TillitError):
     status_code = 400
     slug = "bad-request"
     title = "Bad request"
+
+
+class InvalidRequest(TillitError):
+    """The request does not match the published schema."""
+
+    status_code = 400
+    slug = "validation"
+    title = "The request is not valid"
 
 
 class Unauthorized(TillitError):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.status_codes import HTTP_201_CREATED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.consent.chain import LedgerReport
 from services.consent.repository import ConsentRepository
-from services.consent.schemas import PurposeOut, RecordConsent, RecordedConsent, SubjectConsents
+from services.consent.schemas import ConsentHistory, PurposeOut, RecordConsent, RecordedConsent, SubjectConsents
 from services.consent.service import ConsentService
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
@@ -34,6 +36,7 @@ class ConsentController(Controller):
     @post(
         "/subjects/{subject_id:str}/events",
         summary="Append a consent event to the ledger",
+        status_code=HTTP_201_CREATED,
         responses=problem_responses(400, 401, 413, 415, 422),
     )
     async def record_event(
@@ -48,3 +51,19 @@ class ConsentController(Controller):
     )
     async def current_state(self, subject_id: SubjectIdPath, consents: ConsentService) -> SubjectConsents:
         return await consents.current(subject_id)
+
+    @get(
+        "/subjects/{subject_id:str}/history",
+        summary="Every consent event of one subject, oldest first",
+        responses=problem_responses(400, 401),
+    )
+    async def history(self, subject_id: SubjectIdPath, consents: ConsentService) -> ConsentHistory:
+        return await consents.history(subject_id)
+
+    @get(
+        "/ledger/verify",
+        summary="Walk every hash chain of the ledger; names the first altered, missing or inserted event",
+        responses=problem_responses(401),
+    )
+    async def verify_ledger(self, consents: ConsentService) -> LedgerReport:
+        return await consents.verify()

@@ -9,7 +9,9 @@ from litestar import Litestar
 from services.consent.api import ConsentController
 from tillit.app import create_internal_service
 
-__all__ = ["create_app"]
+__all__ = ["MIGRATIONS", "create_app"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app() -> Litestar:
@@ -18,5 +20,5 @@ def create_app() -> Litestar:
         title="tillit consent service",
         description="Consent ledger and the current consent state derived from it.",
         route_handlers=[ConsentController],
-        migrations=Path(__file__).parent / "migrations",
+        migrations=MIGRATIONS,
     )

@@ -1,39 +1,107 @@
-"""Every query of the consent service."""
+"""Every query of the consent service.
+
+The write path uses SQLAlchemy Core statements rather than the ORM unit of work: it is the hot path
+and every statement on it is known in advance.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy import insert, update
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.consent.models import ConsentEvent, ConsentState
+from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
+from services.consent.models import ConsentChain, ConsentEvent, ConsentState
 
 __all__ = ["ConsentRepository"]
+
+_chain = ConsentChain.__table__  # type: ignore[attr-defined]
+_event = ConsentEvent.__table__  # type: ignore[attr-defined]
+_state = ConsentState.__table__  # type: ignore[attr-defined]
 
 
 class ConsentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def append_event(self, event: ConsentEvent) -> None:
-        self.session.add(event)
-        await self.session.flush()
+    @property
+    def _dialect(self) -> Any:
+        return postgresql if self.session.bind.dialect.name == "postgresql" else sqlite
 
-    async def put_state(self, state: ConsentState) -> None:
-        """Insert or replace the derived state in one statement, so concurrent writers never collide."""
-        values = state.model_dump()
-        dialect = postgresql if self.session.bind.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(ConsentState).values(**values)
+    async def lock_chain(self, subject_id: str, now: datetime) -> ChainHead:
+        """The subject's chain head, created if missing, locked until the transaction ends.
+
+        The first statement writes, so on SQLite the transaction takes the write lock at once
+        instead of failing to upgrade a read lock; on PostgreSQL the row lock serializes writers of
+        this subject only.
+        """
+        await self.session.exec(  # type: ignore[call-overload]
+            self._dialect.insert(ConsentChain)
+            .values(chain_id=str(uuid.uuid4()), subject_id=subject_id, length=0, head_hash=GENESIS_HASH, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["subject_id"])
+        )
+        row = (
+            await self.session.exec(  # type: ignore[call-overload]
+                core_select(_chain.c.chain_id, _chain.c.subject_id, _chain.c.length, _chain.c.head_hash)
+                .where(_chain.c.subject_id == subject_id)
+                .with_for_update()
+            )
+        ).one()
+        return ChainHead(chain_id=row.chain_id, subject_id=row.subject_id, length=row.length, head_hash=row.head_hash)
+
+    async def append_event(self, event: dict[str, Any]) -> None:
+        """Add one event and move its chain's head to it."""
+        await self.session.exec(  # type: ignore[call-overload]
+            insert(_event).values(**event)
+        )
+        await self.session.exec(  # type: ignore[call-overload]
+            update(_chain)
+            .where(_chain.c.chain_id == event["chain_id"])
+            .values(length=event["seq"], head_hash=event["hash"], updated_at=event["recorded_at"])
+        )
+
+    async def put_state(self, state: dict[str, Any]) -> None:
+        """Insert or replace the derived state in one statement."""
+        statement = self._dialect.insert(ConsentState).values(**state)
         statement = statement.on_conflict_do_update(
             index_elements=["subject_id", "purpose"],
-            set_={key: statement.excluded[key] for key in values if key not in ("subject_id", "purpose")},
+            set_={key: statement.excluded[key] for key in state if key not in ("subject_id", "purpose")},
         )
-        await self.session.exec(statement)  # type: ignore[call-overload]
+        await self.session.exec(  # type: ignore[call-overload]
+            statement
+        )
 
     async def states_for(self, subject_id: str) -> Sequence[ConsentState]:
         result = await self.session.exec(
-            select(ConsentState).where(ConsentState.subject_id == subject_id).order_by(ConsentState.purpose)
+            select(ConsentState).where(ConsentState.subject_id == subject_id).order_by(ConsentState.purpose)  # type: ignore[arg-type]
         )
         return result.all()
+
+    async def events_for(self, subject_id: str) -> Sequence[ConsentEvent]:
+        result = await self.session.exec(
+            select(ConsentEvent).where(ConsentEvent.subject_id == subject_id).order_by(ConsentEvent.seq)  # type: ignore[arg-type]
+        )
+        return result.all()
+
+    async def chain_heads(self) -> dict[str, ChainHead]:
+        rows = await self.session.exec(  # type: ignore[call-overload]
+            core_select(_chain.c.chain_id, _chain.c.subject_id, _chain.c.length, _chain.c.head_hash)
+        )
+        return {row.chain_id: ChainHead(row.chain_id, row.subject_id, row.length, row.head_hash) for row in rows}
+
+    async def stream_ledger(self, batch: int = 5_000) -> AsyncIterator[ChainedEvent]:
+        """Every event ordered by chain and position, read in batches (constant memory)."""
+        columns = [_event.c[name] for name in ChainedEvent.__struct_fields__]
+        result = await self.session.stream(
+            core_select(*columns).order_by(_event.c.chain_id, _event.c.seq).execution_options(yield_per=batch)
+        )
+        async for partition in result.partitions(batch):
+            for row in partition:
+                yield ChainedEvent(*row)

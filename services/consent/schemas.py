@@ -11,7 +11,10 @@ from tillit.types import IPAddress, PurposeKey
 
 __all__ = [
     "ConsentEventOut",
+    "ConsentHistory",
+    "ConsentStatus",
     "ConsentStatusOut",
+    "EventAction",
     "Evidence",
     "PurposeOut",
     "RecordConsent",
@@ -30,28 +33,42 @@ class Evidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     page: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
 
 
+EventAction = Literal["given", "refused", "withdrawn", "expired", "pending", "confirmed"]
+ConsentStatus = Literal["given", "refused", "withdrawn", "expired", "pending"]
+
+
 class RecordConsent(msgspec.Struct, forbid_unknown_fields=True):
     purpose: PurposeKey
-    action: Literal["give", "withdraw"]
+    action: Literal["give", "refuse", "withdraw"]
     source: SourceName
     evidence: Evidence = msgspec.field(default_factory=Evidence)
     notice_version: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    collected_at: (
+        Annotated[
+            datetime,
+            msgspec.Meta(tz=True, description="When it was captured, if before now (checkout box, import)"),
+        ]
+        | None
+    ) = None
 
 
 class ConsentEventOut(msgspec.Struct):
     id: str
     subject_id: str
     purpose: str
-    action: Literal["given", "withdrawn"]
+    action: EventAction
     notice_version: int | None
     source: str
     collected_at: datetime
+    recorded_at: datetime
     evidence: Evidence
+    seq: int
+    hash: str
 
 
 class ConsentStatusOut(msgspec.Struct):
     purpose: str
-    status: Literal["given", "withdrawn", "expired"]
+    status: ConsentStatus
     active: bool
     since: datetime
     event_id: str
@@ -62,6 +79,11 @@ class ConsentStatusOut(msgspec.Struct):
 class RecordedConsent(msgspec.Struct):
     event: ConsentEventOut
     state: ConsentStatusOut
+
+
+class ConsentHistory(msgspec.Struct):
+    subject_id: str
+    events: list[ConsentEventOut]
 
 
 class SubjectConsents(msgspec.Struct):

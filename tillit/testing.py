@@ -1,0 +1,62 @@
+"""Test support shared by every package's tests: real databases on both backends.
+
+Unit tests of a service's repository and domain logic run against a real SQLite file and a real
+PostgreSQL schema (never a mock), each migrated with the service's own Alembic scripts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Final
+
+import pytest
+from sqlalchemy import text
+
+from tillit.db import Database
+from tillit.migrations import upgrade_to_head
+
+__all__ = ["BACKENDS", "POSTGRES_URL", "migrated_database", "postgres_available", "require_postgres"]
+
+BACKENDS: Final = ("sqlite", "postgres")
+POSTGRES_URL: Final = os.environ.get("TILLIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+def postgres_available() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_postgres() -> None:
+    """Skip without PostgreSQL on a laptop; fail in CI (``CI=true``), where it must run."""
+    if postgres_available():
+        return
+    message = "PostgreSQL does not answer on 127.0.0.1:5432"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI must run the PostgreSQL suites", pytrace=False)
+    pytest.skip(message)
+
+
+@asynccontextmanager
+async def migrated_database(backend: str, directory: Path, migrations: Path) -> AsyncIterator[Database]:
+    """A fresh database on ``backend`` (an SQLite file or a throwaway PostgreSQL schema), migrated."""
+    if backend == "postgres":
+        require_postgres()
+        database = Database(POSTGRES_URL, f"unit_{secrets.token_hex(6)}")
+    else:
+        database = Database(f"sqlite+aiosqlite:///{directory / 'unit.sqlite3'}")
+    try:
+        await upgrade_to_head(database, migrations)
+        yield database
+    finally:
+        if database.schema:
+            async with database.engine.begin() as connection:
+                await connection.execute(text(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE'))
+        await database.dispose()
