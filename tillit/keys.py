@@ -1,7 +1,9 @@
 """Signing keys kept as JWK files (in Kubernetes they are mounted from Secrets).
 
 ``tillit up`` creates missing keys under the data directory's ``keys/``; every process that only
-verifies reads the public half.
+verifies reads the public half. Each key name has one algorithm: the token keys sign ES256, the
+consent-receipt key signs EdDSA with Ed25519 (small signatures that shoppers and auditors can check
+offline with any JOSE library).
 """
 
 from __future__ import annotations
@@ -10,29 +12,56 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any, Final, TypeVar
 
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, OKPKey
 
 __all__ = [
     "ACCESS_TOKEN_KEY",
+    "KEY_NAMES",
+    "RECEIPT_ALGORITHM",
+    "RECEIPT_KEY",
     "SERVICE_TOKEN_KEY",
     "SIGNING_ALGORITHM",
     "ensure_signing_key",
+    "key_algorithm",
     "load_private_key",
     "load_public_keys",
+    "load_receipt_key",
+    "public_keys_path",
 ]
 
-SIGNING_ALGORITHM = "ES256"
-SERVICE_TOKEN_KEY = "service-token"
-ACCESS_TOKEN_KEY = "access-token"
+SIGNING_ALGORITHM: Final = "ES256"
+RECEIPT_ALGORITHM: Final = "EdDSA"
+SERVICE_TOKEN_KEY: Final = "service-token"
+ACCESS_TOKEN_KEY: Final = "access-token"
+RECEIPT_KEY: Final = "consent-receipt"
+KEY_NAMES: Final = (SERVICE_TOKEN_KEY, ACCESS_TOKEN_KEY, RECEIPT_KEY)
+
+_ALGORITHMS: Final[dict[str, str]] = {RECEIPT_KEY: RECEIPT_ALGORITHM}
+_KeyT = TypeVar("_KeyT", ECKey, OKPKey)
+
+
+def key_algorithm(name: str) -> str:
+    """The JWS algorithm the key ``name`` signs with (ES256 unless the name says otherwise)."""
+    return _ALGORITHMS.get(name, SIGNING_ALGORITHM)
 
 
 def _private_path(keys_dir: Path, name: str) -> Path:
     return keys_dir / f"{name}.private.jwk.json"
 
 
-def _public_path(keys_dir: Path, name: str) -> Path:
+def public_keys_path(keys_dir: Path, name: str) -> Path:
+    """Where the public JWKS of key ``name`` is published."""
     return keys_dir / f"{name}.public.jwks.json"
+
+
+def _generate(name: str) -> ECKey | OKPKey:
+    algorithm = key_algorithm(name)
+    parameters: dict[str, Any] = {"kid": f"{name}-{secrets.token_hex(4)}", "use": "sig", "alg": algorithm}
+    if algorithm == RECEIPT_ALGORITHM:
+        return OKPKey.generate_key("Ed25519", parameters=parameters)
+    return ECKey.generate_key("P-256", parameters=parameters)
 
 
 def ensure_signing_key(keys_dir: Path, name: str) -> None:
@@ -41,25 +70,39 @@ def ensure_signing_key(keys_dir: Path, name: str) -> None:
     if private_path.exists():
         return
     keys_dir.mkdir(parents=True, exist_ok=True)
-    key = ECKey.generate_key(
-        "P-256", parameters={"kid": f"{name}-{secrets.token_hex(4)}", "use": "sig", "alg": SIGNING_ALGORITHM}
-    )
+    key = _generate(name)
     descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(key.as_dict(private=True), handle)
-    _public_path(keys_dir, name).write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    public_keys_path(keys_dir, name).write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+
+
+def _load_private(keys_dir: Path, name: str, key_type: type[_KeyT], curve: str) -> _KeyT:
+    path = _private_path(keys_dir, name)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise RuntimeError(f"signing key {path} is missing; run `tillit keys init`") from exc
+    if data.get("kty") != key_type.key_type or data.get("crv") != curve:
+        raise RuntimeError(
+            f"signing key {path} is kty={data.get('kty')!r} crv={data.get('crv')!r}; "
+            f"expected kty={key_type.key_type!r} crv={curve!r}"
+        )
+    return key_type.import_key(data)
 
 
 def load_private_key(keys_dir: Path, name: str) -> ECKey:
-    path = _private_path(keys_dir, name)
-    try:
-        return ECKey.import_key(json.loads(path.read_text()))
-    except FileNotFoundError as exc:
-        raise RuntimeError(f"signing key {path} is missing; run `tillit keys init`") from exc
+    """The private ES256 key ``name`` (the token keys); the receipt key has :func:`load_receipt_key`."""
+    return _load_private(keys_dir, name, ECKey, "P-256")
+
+
+def load_receipt_key(keys_dir: Path) -> OKPKey:
+    """The private Ed25519 key that signs consent receipts."""
+    return _load_private(keys_dir, RECEIPT_KEY, OKPKey, "Ed25519")
 
 
 def load_public_keys(keys_dir: Path, name: str) -> KeySet:
-    path = _public_path(keys_dir, name)
+    path = public_keys_path(keys_dir, name)
     try:
         return KeySet.import_key_set(json.loads(path.read_text()))
     except FileNotFoundError as exc:

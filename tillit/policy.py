@@ -2,7 +2,8 @@
 
 Every ``*.yaml`` file in the policy directory contributes ``fields``, ``purposes`` and ``channels``;
 a key defined twice, a key missing from the fideslang taxonomy, or a reference to something not
-declared stops loading with an error naming the file, the key and the problem.
+declared stops loading with an error naming the file, the key and the problem. One file may also
+name the data ``controller`` that consent receipts identify (GDPR Art. 4(7), Kantara ``piiControllers``).
 """
 
 from __future__ import annotations
@@ -13,17 +14,21 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
+from email_validator import EmailNotValidError, validate_email
 
 __all__ = [
     "Channel",
     "ConsentDuration",
+    "Controller",
     "Field",
     "LegalBasis",
     "Policy",
     "PolicyError",
+    "PostalAddress",
     "Purpose",
     "load_policy",
 ]
@@ -90,12 +95,43 @@ class Channel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 FieldName = Annotated[str, msgspec.Meta(pattern=_NAME)]
 ChannelName = Annotated[str, msgspec.Meta(pattern=_NAME)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_JURISDICTION = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")
+_PHONE = re.compile(r"^\+[1-9][0-9 -]{4,22}[0-9]$")
+
+
+class PostalAddress(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A postal address; ``country`` is an ISO 3166-1 alpha-2 code."""
+
+    street: Text
+    locality: Text
+    postal_code: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    country: Text
+    region: Text | None = None
+
+
+class Controller(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The data controller that consent receipts name; ``jurisdiction`` is ISO 3166 (``SE``, ``US-CA``).
+
+    ``phone`` is in international form (``+46 8 ...``) so that it works from wherever the receipt is read.
+    """
+
+    name: Text
+    contact: Text
+    email: Text
+    phone: Text
+    address: PostalAddress
+    jurisdiction: Text
+    privacy_policy_url: Text
+    url: Text | None = None
 
 
 class PolicyFile(msgspec.Struct, forbid_unknown_fields=True):
     fields: dict[FieldName, Field] = {}
     purposes: dict[str, Purpose] = {}
     channels: dict[ChannelName, Channel] = {}
+    controller: Controller | None = None
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -106,6 +142,7 @@ class Policy(msgspec.Struct, frozen=True):
     channels: dict[str, Channel]
     sources: tuple[str, ...]
     loaded_at: datetime
+    controller: Controller | None = None
 
     def expires_at(self, purpose: str, given_at: datetime) -> datetime | None:
         duration = self.purposes[purpose].consent_duration
@@ -146,8 +183,15 @@ def load_policy(policy_dir: Path) -> Policy:
     purposes: dict[str, Purpose] = {}
     channels: dict[str, Channel] = {}
     origin: dict[str, Path] = {}
+    controller: Controller | None = None
     for path in files:
         part = _read(path)
+        if part.controller is not None:
+            if "controller" in origin:
+                raise PolicyError(path, "controller", f"already defined in {origin['controller']}")
+            origin["controller"] = path
+            _validate_controller(part.controller, path)
+            controller = part.controller
         for section, target, entries in (
             ("fields", fields, part.fields),
             ("purposes", purposes, part.purposes),
@@ -166,7 +210,28 @@ def load_policy(policy_dir: Path) -> Policy:
         channels=channels,
         sources=tuple(str(path) for path in files),
         loaded_at=datetime.now(UTC),
+        controller=controller,
     )
+
+
+def _validate_controller(controller: Controller, path: Path) -> None:
+    for key, value, pattern, expected in (
+        ("jurisdiction", controller.jurisdiction, _JURISDICTION, "an ISO 3166 code such as SE or US-CA"),
+        ("address.country", controller.address.country, _COUNTRY, "an ISO 3166-1 alpha-2 code such as SE"),
+        ("phone", controller.phone, _PHONE, "a number in international form such as +46 8 123 456 78"),
+    ):
+        if not pattern.match(value):
+            raise PolicyError(path, f"controller.{key}", f"{value!r} is not {expected}")
+    try:
+        validate_email(controller.email, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise PolicyError(path, "controller.email", f"{controller.email!r} is not an e-mail address: {exc}") from exc
+    for key, url in (("privacy_policy_url", controller.privacy_policy_url), ("url", controller.url)):
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise PolicyError(path, f"controller.{key}", f"{url!r} is not an absolute http(s) URL")
 
 
 def _validate(

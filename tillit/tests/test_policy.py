@@ -122,3 +122,97 @@ def test_consent_lifetimes_count_calendar_months(text: str, start: datetime, end
 def test_durations_other_than_years_months_days_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         ConsentDuration.parse(text)
+
+
+CONTROLLER = """
+controller:
+  name: Nordvik Mode AB
+  contact: Data Protection Officer
+  email: dataskydd@nordvikmode.example.com
+  phone: "+46 8 46 50 04 10"
+  address:
+    street: Exempelgatan 12
+    postal_code: "111 22"
+    locality: Stockholm
+    country: SE
+  url: https://nordvikmode.example.com/
+  privacy_policy_url: https://nordvikmode.example.com/integritetspolicy
+  jurisdiction: SE
+"""
+
+
+def test_the_shipped_policy_names_the_demo_controller() -> None:
+    controller = load_policy(REPO_ROOT / "policies").controller
+    assert controller is not None
+    assert controller.name == "Nordvik Mode AB"
+    assert controller.jurisdiction == "SE"
+    assert controller.address.country == "SE"
+    assert controller.email.endswith("example.com")
+
+
+def test_a_policy_without_a_controller_still_loads(policy_dir: Path) -> None:
+    write(policy_dir, VALID)
+    assert load_policy(policy_dir).controller is None
+
+
+def test_the_controller_section_loads(policy_dir: Path) -> None:
+    write(policy_dir, VALID + CONTROLLER)
+    controller = load_policy(policy_dir).controller
+    assert controller is not None
+    assert controller.phone == "+46 8 46 50 04 10"
+    assert controller.address.postal_code == "111 22"
+    assert controller.address.region is None
+    assert controller.privacy_policy_url == "https://nordvikmode.example.com/integritetspolicy"
+
+
+def test_the_controller_may_live_in_its_own_file(policy_dir: Path) -> None:
+    write(policy_dir, VALID)
+    write(policy_dir, CONTROLLER, "controller.yaml")
+    controller = load_policy(policy_dir).controller
+    assert controller is not None
+    assert controller.name == "Nordvik Mode AB"
+
+
+@pytest.mark.parametrize(
+    ("broken", "key", "problem"),
+    [
+        (CONTROLLER.replace("  jurisdiction: SE\n", "  jurisdiction: SE\n  fax: '+46 8 1'\n"), "controller", "fax"),
+        (CONTROLLER.replace("    country: SE\n", "    country: SE\n    planet: Earth\n"), "address", "planet"),
+        (CONTROLLER.replace("  email: dataskydd@nordvikmode.example.com\n", ""), "controller", "`email`"),
+        (CONTROLLER.replace("dataskydd@nordvikmode", "dataskydd-at-nordvikmode"), "controller.email", "e-mail"),
+        (CONTROLLER.replace("jurisdiction: SE", "jurisdiction: Sweden"), "controller.jurisdiction", "ISO 3166 code"),
+        (CONTROLLER.replace("country: SE", "country: se"), "controller.address.country", "'se' is not an ISO 3166-1"),
+        (CONTROLLER.replace('"+46 8 46 50 04 10"', "08-46 50 04 10"), "controller.phone", "international form"),
+        (CONTROLLER.replace('"111 22"', "11122"), "controller.address.postal_code", "Expected `str`"),
+        (
+            CONTROLLER.replace("https://nordvikmode.example.com/integritetspolicy", "integritetspolicy"),
+            "controller.privacy_policy_url",
+            "not an absolute http(s) URL",
+        ),
+        (
+            CONTROLLER.replace("url: https://nordvikmode.example.com/\n", "url: ftp://nordvikmode.example.com/\n"),
+            "controller.url",
+            "not an absolute http(s) URL",
+        ),
+        (CONTROLLER.replace("name: Nordvik Mode AB", "name: ''"), "controller.name", "length"),
+    ],
+)
+def test_a_bad_controller_names_the_file_the_key_and_the_problem(
+    policy_dir: Path, broken: str, key: str, problem: str
+) -> None:
+    path = write(policy_dir, VALID + broken)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(policy_dir)
+    assert caught.value.file == str(path)
+    assert key in caught.value.key
+    assert problem in caught.value.problem
+
+
+def test_a_controller_defined_in_two_files_is_refused(policy_dir: Path) -> None:
+    first = write(policy_dir, VALID + CONTROLLER, "a.yaml")
+    second = write(policy_dir, CONTROLLER, "b.yaml")
+    with pytest.raises(PolicyError, match="already defined in") as caught:
+        load_policy(policy_dir)
+    assert caught.value.file == str(second)
+    assert caught.value.key == "controller"
+    assert str(first) in caught.value.problem
