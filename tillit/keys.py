@@ -2,7 +2,7 @@
 
 ``tillit up`` creates missing keys under the data directory's ``keys/``; every process that only
 verifies reads the public half. Each key name has one algorithm: the token keys sign ES256, the
-consent-receipt key signs EdDSA with Ed25519 (small signatures that shoppers and auditors can check
+consent-receipt key signs Ed25519 (RFC 9864) (small signatures that shoppers and auditors can check
 offline with any JOSE library).
 """
 
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 SIGNING_ALGORITHM: Final = "ES256"
-RECEIPT_ALGORITHM: Final = "EdDSA"
+RECEIPT_ALGORITHM: Final = "Ed25519"
 SERVICE_TOKEN_KEY: Final = "service-token"
 ACCESS_TOKEN_KEY: Final = "access-token"
 RECEIPT_KEY: Final = "consent-receipt"

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from joserfc.errors import JoseError, SecurityWarning
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from services.consent.receipts import MAX_RECEIPT_CHARS, ReceiptError, receipt_header, verify_receipt
@@ -128,15 +127,12 @@ def verify_receipt_file(path: Path, jwks: Path | str) -> int:
     except (OSError, httpx.HTTPError, ValueError, JoseError) as exc:
         print(f"cannot load the key set from {jwks}: {exc}", file=sys.stderr)
         return 1
-    with warnings.catch_warnings():
-        # joserfc flags "EdDSA" as superseded by RFC 9864's "Ed25519"; receipts keep EdDSA for verifiers' sake.
-        warnings.filterwarnings("ignore", message="EdDSA is deprecated", category=SecurityWarning)
-        try:
-            payload = verify_receipt(token, keys)
-            kid = str(receipt_header(token).get("kid"))
-        except ReceiptError as exc:
-            print(f"receipt NOT verified: {exc}", file=sys.stderr)
-            return 1
+    try:
+        payload = verify_receipt(token, keys)
+        kid = str(receipt_header(token).get("kid"))
+    except ReceiptError as exc:
+        print(f"receipt NOT verified: {exc}", file=sys.stderr)
+        return 1
     print("\n".join(_summary(payload, kid)))
     return 0
 

@@ -5,7 +5,7 @@ specification has no field for travels in ``tillit:``-prefixed extension members
 leaves ``additionalProperties`` open at every level). ``tillit:ledgerHash`` is the hash of the
 ledger event the receipt stands for, so a receipt points at its entry in the hash chain.
 
-The receipt is signed as a compact JWS (EdDSA over Ed25519, ``typ: consent-receipt+jws``) whose
+The receipt is signed as a compact JWS (alg Ed25519, RFC 9864; ``typ: consent-receipt+jws``) whose
 payload is the canonical JSON of the receipt, so that a shopper or an auditor can check it offline
 against the published JWKS with any JOSE library.
 
@@ -318,7 +318,7 @@ def build_receipt(
 
 
 def sign_receipt(payload: Mapping[str, Any], key: OKPKey) -> str:
-    """The receipt as a compact JWS: EdDSA, the key's ``kid``, ``typ: consent-receipt+jws``."""
+    """The receipt as a compact JWS: Ed25519, the key's ``kid``, ``typ: consent-receipt+jws``."""
     if payload.get("version") != RECEIPT_VERSION:
         raise ReceiptError(f"not a {RECEIPT_VERSION} receipt payload")
     if not isinstance(key, OKPKey) or key.curve_name != "Ed25519" or not key.is_private:

@@ -44,7 +44,7 @@ def test_the_receipt_key_is_ed25519_with_an_owner_only_private_file(tmp_path: Pa
         "x": "...",
         "kid": key.kid,
         "use": "sig",
-        "alg": "EdDSA",
+        "alg": "Ed25519",
     }
     assert [item.kid for item in load_public_keys(tmp_path, RECEIPT_KEY)] == [key.kid]
 

@@ -37,7 +37,7 @@ from tillit.policy import Controller, PostalAddress, load_policy
 from tillit.receipt_cli import add_receipt_commands, run_receipt_command, verify_receipt_file
 from tillit.settings import REPO_ROOT
 
-# joserfc notes that RFC 9864 supersedes "EdDSA" with "Ed25519"; receipts keep EdDSA on purpose.
+# joserfc notes that RFC 9864 supersedes "Ed25519" with "Ed25519"; receipts keep EdDSA on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated:joserfc.errors.SecurityWarning")
 
 SCHEMA_FILE = "kantara-consent-receipt-v1_1-schema.json"
@@ -307,7 +307,7 @@ def test_a_signed_receipt_verifies_and_returns_the_payload(key: OKPKey, public_k
     receipt = build_receipt(facts(), CONTROLLER)
     token = sign_receipt(receipt, key)
     assert verify_receipt(token, public_keys) == receipt
-    assert receipt_header(token) == {"alg": "EdDSA", "kid": key.kid, "typ": RECEIPT_TYPE}
+    assert receipt_header(token) == {"alg": "Ed25519", "kid": key.kid, "typ": RECEIPT_TYPE}
     assert key.kid is not None
     assert key.kid.startswith(f"{RECEIPT_KEY}-")
 
@@ -339,14 +339,14 @@ def test_a_tampered_signature_is_refused(key: OKPKey, public_keys: KeySet) -> No
 
 
 def test_a_receipt_signed_by_another_key_with_the_same_kid_is_refused(key: OKPKey, public_keys: KeySet) -> None:
-    impostor = OKPKey.generate_key("Ed25519", parameters={"kid": key.kid, "alg": "EdDSA"})
+    impostor = OKPKey.generate_key("Ed25519", parameters={"kid": key.kid, "alg": "Ed25519"})
     token = sign_receipt(build_receipt(facts(), CONTROLLER), impostor)
     with pytest.raises(ReceiptError, match="does not verify"):
         verify_receipt(token, public_keys)
 
 
 def test_a_receipt_signed_by_an_unknown_key_is_refused(public_keys: KeySet) -> None:
-    stranger = OKPKey.generate_key("Ed25519", parameters={"kid": "someone-else", "alg": "EdDSA"})
+    stranger = OKPKey.generate_key("Ed25519", parameters={"kid": "someone-else", "alg": "Ed25519"})
     token = sign_receipt(build_receipt(facts(), CONTROLLER), stranger)
     with pytest.raises(ReceiptError, match="no key 'someone-else'"):
         verify_receipt(token, public_keys)
@@ -369,24 +369,26 @@ def test_an_unsigned_token_is_refused(key: OKPKey, public_keys: KeySet) -> None:
 
 @pytest.mark.parametrize("typ", ["JWT", "consent-receipt", None])
 def test_a_token_of_another_type_is_refused(key: OKPKey, public_keys: KeySet, typ: str | None) -> None:
-    header: dict[str, Any] = {"alg": "EdDSA", "kid": key.kid}
+    header: dict[str, Any] = {"alg": "Ed25519", "kid": key.kid}
     if typ is not None:
         header["typ"] = typ
-    token = jws.serialize_compact(header, canonical_json(build_receipt(facts(), CONTROLLER)), key, algorithms=["EdDSA"])
+    token = jws.serialize_compact(
+        header, canonical_json(build_receipt(facts(), CONTROLLER)), key, algorithms=["Ed25519"]
+    )
     with pytest.raises(ReceiptError, match="typ"):
         verify_receipt(token, public_keys)
 
 
 def test_the_full_media_type_is_accepted_as_typ(key: OKPKey, public_keys: KeySet) -> None:
-    header = {"alg": "EdDSA", "kid": key.kid, "typ": f"application/{RECEIPT_TYPE.upper()}"}
+    header = {"alg": "Ed25519", "kid": key.kid, "typ": f"application/{RECEIPT_TYPE.upper()}"}
     receipt = build_receipt(facts(), CONTROLLER)
-    token = jws.serialize_compact(header, canonical_json(receipt), key, algorithms=["EdDSA"])
+    token = jws.serialize_compact(header, canonical_json(receipt), key, algorithms=["Ed25519"])
     assert verify_receipt(token, public_keys) == receipt
 
 
 def test_a_signed_payload_that_is_not_a_receipt_is_refused(key: OKPKey, public_keys: KeySet) -> None:
-    header = {"alg": "EdDSA", "kid": key.kid, "typ": RECEIPT_TYPE}
-    token = jws.serialize_compact(header, b'{"sub": "x"}', key, algorithms=["EdDSA"])
+    header = {"alg": "Ed25519", "kid": key.kid, "typ": RECEIPT_TYPE}
+    token = jws.serialize_compact(header, b'{"sub": "x"}', key, algorithms=["Ed25519"])
     with pytest.raises(ReceiptError, match=r"not a KI-CR-v1\.1\.0 consent receipt"):
         verify_receipt(token, public_keys)
 
@@ -426,7 +428,7 @@ def test_the_cli_verifies_a_bare_token(
     assert verify_receipt_file(path, public_keys_path(keys_dir, RECEIPT_KEY)) == 0
     out = capsys.readouterr().out
     for expected in (
-        f"signed by key {key.kid} (EdDSA)",
+        f"signed by key {key.kid} (Ed25519)",
         "receipt id   0b6c3c57-8a52-4b40-9d5e-2f1f3a0c7e11",
         "subject      s_7Yx2q",
         "purpose      E-mail newsletter and offers (marketing.communications.email)",
