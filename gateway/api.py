@@ -12,18 +12,18 @@ from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.status_codes import HTTP_201_CREATED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.oauth import Caller, TokenService
 from gateway.repository import ReleaseAuditRepository
-from gateway.schemas import CapturedConsent, OAuthError, ProfileRelease, TokenResponse
+from gateway.schemas import CapturedConsent, ConsentConfirmation, OAuthError, ProfileRelease, TokenResponse
 from gateway.service import GatewayService
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN, SubjectIdPath
 
-__all__ = ["OAuthController", "SubjectController", "require_access_token"]
+__all__ = ["ConsentController", "OAuthController", "SubjectController", "require_access_token"]
 
 
 def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -69,6 +69,15 @@ class TokenOperation(Operation):
         )
 
 
+GpcHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Sec-GPC",
+        max_length=16,
+        description="The shopper's Global Privacy Control signal, passed on: 1 refuses sale and sharing",
+    ),
+]
+
 PurposeQuery = Annotated[
     str,
     Parameter(
@@ -105,6 +114,13 @@ class OAuthController(Controller):
     async def jwks(self, state: State) -> dict[str, Any]:
         return state.access_token_jwks
 
+    @get(
+        "/.well-known/consent-receipt-keys.json",
+        summary="Public keys that verify signed consent receipts offline (tillit receipt verify --jwks URL)",
+    )
+    async def receipt_keys(self, state: State) -> dict[str, Any]:
+        return state.receipt_jwks
+
 
 class SubjectController(Controller):
     path = "/v1/subjects/{subject_id:str}"
@@ -132,6 +148,30 @@ class SubjectController(Controller):
         responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
     )
     async def capture_consent(
-        self, subject_id: SubjectIdPath, data: CapturedConsent, caller: Caller, gateway: GatewayService
+        self,
+        subject_id: SubjectIdPath,
+        data: CapturedConsent,
+        caller: Caller,
+        gateway: GatewayService,
+        sec_gpc: GpcHeader = None,
     ) -> dict[str, Any]:
-        return await gateway.capture_consent(caller, subject_id, data)
+        return await gateway.capture_consent(caller, subject_id, data, gpc=sec_gpc == "1")
+
+
+class ConsentController(Controller):
+    path = "/v1/consents"
+    tags = ["consents"]
+    guards = [require_access_token]
+    dependencies = {
+        "caller": Provide(provide_caller, sync_to_thread=False),
+        "gateway": Provide(provide_gateway_service, sync_to_thread=False),
+    }
+
+    @post(
+        "/confirmations",
+        status_code=HTTP_201_CREATED,
+        summary="Double opt-in: hand back the token from the confirmation link; the consent starts to count",
+        responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+    )
+    async def confirm(self, data: ConsentConfirmation, caller: Caller, gateway: GatewayService) -> dict[str, Any]:
+        return await gateway.confirm_consent(caller, data)

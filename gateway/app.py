@@ -6,12 +6,13 @@ from pathlib import Path
 
 from litestar import Litestar
 
-from gateway.api import OAuthController, SubjectController
+from gateway.api import ConsentController, OAuthController, SubjectController
 from gateway.oauth import TokenService
 from gateway.upstream import Upstream
 from tillit.app import create_app as create_component_app
 from tillit.keys import (
     ACCESS_TOKEN_KEY,
+    RECEIPT_KEY,
     SERVICE_TOKEN_KEY,
     load_private_key,
     load_public_keys,
@@ -54,7 +55,7 @@ def create_app() -> Litestar:
             "credentials and receive only the fields that policy and recorded consent allow for the "
             "one purpose they name."
         ),
-        route_handlers=[OAuthController, SubjectController],
+        route_handlers=[OAuthController, SubjectController, ConsentController],
         migrations=MIGRATIONS,
         on_startup=[start_tokens],
         on_shutdown=[stop_upstream],
@@ -62,5 +63,6 @@ def create_app() -> Litestar:
             "policy": policy,
             "upstream": upstream,
             "access_token_jwks": access_public_keys.as_dict(private=False),
+            "receipt_jwks": load_public_keys(settings.keys_dir, RECEIPT_KEY).as_dict(private=False),
         },
     )

@@ -23,6 +23,8 @@ WithheldReason = Literal[
     "no_consent",
     "consent_withdrawn",
     "consent_expired",
+    "consent_pending",
+    "notice_changed",
     "objection_recorded",
 ]
 
@@ -34,6 +36,7 @@ class ConsentView(msgspec.Struct, frozen=True):
     active: bool
     event_id: str
     expires_at: datetime | None = None
+    needs_reconsent: bool = False
 
 
 class Withheld(msgspec.Struct, frozen=True):
@@ -56,6 +59,10 @@ def _basis_failure(policy: Policy, purpose: str, consent: ConsentView | None, no
             return "consent_withdrawn"
         if consent.status == "expired" or (consent.expires_at is not None and consent.expires_at <= now):
             return "consent_expired"
+        if consent.status == "pending":
+            return "consent_pending"
+        if consent.needs_reconsent:
+            return "notice_changed"
         if not consent.active or consent.status != "given":
             return "no_consent"
         return None

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from gateway.release import WithheldReason
+from tillit.policy import Language
 from tillit.types import IPAddress, PurposeKey
 
 __all__ = [
     "CapturedConsent",
     "ChannelEvidence",
+    "ConsentConfirmation",
     "OAuthError",
     "ProfileRelease",
     "TokenResponse",
@@ -40,13 +43,22 @@ class ChannelEvidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     ip: IPAddress | None = None
     user_agent: Annotated[str, msgspec.Meta(max_length=512)] | None = None
     page: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    language: Language | None = None
 
 
 class CapturedConsent(msgspec.Struct, forbid_unknown_fields=True):
     purpose: PurposeKey
-    action: Literal["give", "withdraw"]
+    action: Literal["give", "refuse", "withdraw"]
     evidence: ChannelEvidence = msgspec.field(default_factory=ChannelEvidence)
     notice_version: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    collected_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
+class ConsentConfirmation(msgspec.Struct, forbid_unknown_fields=True):
+    """The token from a double opt-in link, handed back by whatever page the link opened."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    evidence: ChannelEvidence = msgspec.field(default_factory=ChannelEvidence)
 
 
 class OAuthError(msgspec.Struct, omit_defaults=True):

@@ -14,7 +14,7 @@ from gateway.models import ReleaseRecord
 from gateway.oauth import Caller
 from gateway.release import decide
 from gateway.repository import ReleaseAuditRepository
-from gateway.schemas import CapturedConsent, ProfileRelease, WithheldField
+from gateway.schemas import CapturedConsent, ConsentConfirmation, ProfileRelease, WithheldField
 from gateway.upstream import Upstream
 from tillit.policy import Policy
 from tillit.problems import Forbidden, Unprocessable
@@ -87,9 +87,16 @@ class GatewayService:
             release_id=release_id,
         )
 
-    async def capture_consent(self, caller: Caller, subject_id: str, consent: CapturedConsent) -> dict[str, Any]:
+    async def capture_consent(
+        self, caller: Caller, subject_id: str, consent: CapturedConsent, *, gpc: bool = False
+    ) -> dict[str, Any]:
         caller.require("consents:write")
         self._check_purpose(caller, consent.purpose)
         event = msgspec.to_builtins(consent)
         event["source"] = f"channel:{caller.client_id}"
-        return await self.upstream.record_consent(subject_id, event)
+        return await self.upstream.record_consent(subject_id, event, gpc=gpc)
+
+    async def confirm_consent(self, caller: Caller, confirmation: ConsentConfirmation) -> dict[str, Any]:
+        """Double opt-in: the token proves the shopper opened the link; the channel only hands it on."""
+        caller.require("consents:write")
+        return await self.upstream.confirm_consent(msgspec.to_builtins(confirmation))

@@ -64,10 +64,19 @@ class Upstream:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _call(self, service: str, method: str, path: str, answer: type[T], **kwargs: Any) -> T:
+    async def _call(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        answer: type[T],
+        extra_headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> T:
         url = f"{self._settings.url_of(service)}{path}"
+        headers = {**self._issuer.headers_for(service), **(extra_headers or {})}
         try:
-            response = await self._client.request(method, url, headers=self._issuer.headers_for(service), **kwargs)
+            response = await self._client.request(method, url, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             _log.warning("%s service unreachable: %s", service, exc)
             raise Unavailable(
@@ -98,8 +107,13 @@ class Upstream:
     async def profile(self, subject_id: str) -> StoredProfile:
         return await self._call("preferences", "GET", f"/v1/subjects/{subject_id}/profile", StoredProfile)
 
-    async def record_consent(self, subject_id: str, event: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("consent", "POST", f"/v1/subjects/{subject_id}/events", dict[str, Any], json=event)
+    async def record_consent(self, subject_id: str, event: dict[str, Any], *, gpc: bool = False) -> dict[str, Any]:
+        path = f"/v1/subjects/{subject_id}/events"
+        headers = {"Sec-GPC": "1"} if gpc else None
+        return await self._call("consent", "POST", path, dict[str, Any], json=event, extra_headers=headers)
+
+    async def confirm_consent(self, confirmation: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("consent", "POST", "/v1/confirmations", dict[str, Any], json=confirmation)
 
 
 def _json_or_empty(response: httpx.Response) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from tillit.demo import create_client
-from tillit.keys import ACCESS_TOKEN_KEY, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
+from tillit.keys import ACCESS_TOKEN_KEY, KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
 from tillit.launcher import Platform
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import COMPONENTS
@@ -150,7 +150,7 @@ def running_platform(
     """Every process started on ``backend``; ``extra_env`` adds ``TILLIT_*`` settings (e.g. the server)."""
     env, schema_prefix = platform_env(backend, data_dir, extra_env)
     keys_dir = data_dir / "keys"
-    for name in (SERVICE_TOKEN_KEY, ACCESS_TOKEN_KEY):
+    for name in KEY_NAMES:
         ensure_signing_key(keys_dir, name)
     platform = Platform(env, log_dir=data_dir / "logs")
     try:

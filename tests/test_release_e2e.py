@@ -74,6 +74,20 @@ def test_given_consent_releases_then_withdrawal_withholds_on_the_very_next_call(
     assert given.json()["event"]["source"] == f"channel:{stack.channels['email'].client_id}"
     assert given.json()["event"]["evidence"]["ip"] == "203.0.113.0"
 
+    # E-mail marketing needs double opt-in: nothing is released until the shopper confirms.
+    assert given.json()["state"]["status"] == "pending"
+    pending = profile(stack, subject).json()
+    assert pending["fields"] == {}
+    assert {w["field"]: w["reason"] for w in pending["withheld"]}["email"] == "consent_pending"
+    token = given.json()["confirmation"]["token"]
+    confirmed = httpx.post(
+        f"{stack.gateway}/v1/consents/confirmations", json={"token": token}, headers=stack.auth("email")
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    assert confirmed.json()["state"]["status"] == "given"
+    again = httpx.post(f"{stack.gateway}/v1/consents/confirmations", json={"token": token}, headers=stack.auth("email"))
+    assert_problem(again, 409, "confirmation-superseded")
+
     released = profile(stack, subject).json()
     assert released["fields"] == {
         "email": "astrid@example.com",

@@ -165,8 +165,12 @@ def create_internal_service(
     route_handlers: Sequence[ControllerRouterHandler],
     migrations: Path,
     check_policy: Callable[[Policy], None] | None = None,
+    state: Callable[[Settings], dict[str, Any]] | None = None,
 ) -> Litestar:
-    """An internal service: own database, the policy in ``state.policy``, gateway tokens required."""
+    """An internal service: own database, the policy in ``state.policy``, gateway tokens required.
+
+    ``state`` builds the service's own additions to the application state from its settings.
+    """
     settings = load_settings(component)
     policy = load_policy(settings.policy_dir)
     if check_policy is not None:
@@ -178,5 +182,5 @@ def create_internal_service(
         description=f"{description} Internal: callers need a gateway service token.",
         route_handlers=route_handlers,
         migrations=migrations,
-        state={"policy": policy, "service_token_verifier": verifier},
+        state={"policy": policy, "service_token_verifier": verifier, **(state(settings) if state else {})},
     )

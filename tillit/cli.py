@@ -13,9 +13,10 @@ from types import FrameType
 
 import msgspec
 
-from tillit.keys import ACCESS_TOKEN_KEY, SERVICE_TOKEN_KEY, ensure_signing_key
+from tillit.keys import KEY_NAMES, ensure_signing_key
 from tillit.launcher import APP_FACTORIES, Platform, PlatformError
 from tillit.policy import PolicyError, load_policy
+from tillit.receipt_cli import add_receipt_commands, run_receipt_command
 from tillit.settings import COMPONENTS, load_settings
 
 __all__ = ["main"]
@@ -59,8 +60,42 @@ def _serve(component: str) -> int:
 
 def _init_keys() -> None:
     keys_dir = load_settings("gateway").keys_dir
-    for name in (SERVICE_TOKEN_KEY, ACCESS_TOKEN_KEY):
+    for name in KEY_NAMES:
         ensure_signing_key(keys_dir, name)
+
+
+def _ledger_verify(as_json: bool) -> int:
+    """Walk the consent ledger in the consent service's own database (read only)."""
+    from services.consent.chain import LedgerReport
+    from services.consent.repository import ConsentRepository
+    from services.consent.service import ConsentService
+    from tillit.db import Database
+
+    settings = load_settings("consent")
+
+    async def verify() -> LedgerReport:
+        database = Database(settings.database_url, settings.database_schema)
+        try:
+            async with database.sessionmaker() as session:
+                return await ConsentService(ConsentRepository(session), load_policy(settings.policy_dir)).verify()
+        finally:
+            await database.dispose()
+
+    report = asyncio.run(verify())
+    if as_json:
+        print(msgspec.json.encode(report).decode())
+    elif report.ok:
+        print(f"ledger intact: {report.events} events in {report.chains} chains")
+    else:
+        found = report.first_break
+        assert found is not None
+        print(
+            f"ledger BROKEN ({found.kind}) in the chain of subject {found.subject_id!r} ({found.chain_id}), "
+            f"position {found.seq}{f', event {found.event_id}' if found.event_id else ''}: {found.detail}\n"
+            f"{report.events} events in {report.chains} chains verified before the break",
+            file=sys.stderr,
+        )
+    return 0 if report.ok else 1
 
 
 def _policy_check() -> int:
@@ -163,6 +198,12 @@ def _parser() -> argparse.ArgumentParser:
     keys.add_subparsers(dest="action", required=True).add_parser("init", help="create missing keys")
     policy = commands.add_parser("policy", help="the release policy")
     policy.add_subparsers(dest="action", required=True).add_parser("check", help="validate policies/*.yaml")
+    ledger = commands.add_parser("ledger", help="the consent ledger")
+    verify = ledger.add_subparsers(dest="action", required=True).add_parser(
+        "verify", help="walk every hash chain; exit 1 naming the first altered, missing or inserted event"
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_receipt_commands(commands)
     clients = commands.add_parser("clients", help="channel OAuth2 clients")
     create = clients.add_subparsers(dest="action", required=True).add_parser("create", help="create a client")
     create.add_argument("--channel", required=True)
@@ -183,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         case "policy":
             return _policy_check()
+        case "ledger":
+            return _ledger_verify(args.json)
+        case "receipt":
+            return run_receipt_command(args)
         case "clients":
             return _clients_create(args.channel, args.scopes, args.json)
     return 2

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -21,11 +21,15 @@ import yaml
 from email_validator import EmailNotValidError, validate_email
 
 __all__ = [
+    "LANGUAGES",
     "Channel",
     "ConsentDuration",
     "Controller",
     "Field",
+    "Language",
     "LegalBasis",
+    "Notice",
+    "NoticeText",
     "Policy",
     "PolicyError",
     "PostalAddress",
@@ -82,6 +86,10 @@ class Purpose(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     may_use: list[str]
     consent_lasts: str | None = None
     description: str = ""
+    double_opt_in: bool = False
+    """Consent counts only once the shopper confirms it from a link (e-mail marketing)."""
+    sale_or_sharing: bool = False
+    """Selling or sharing data: a Global Privacy Control signal (``Sec-GPC: 1``) refuses it."""
 
     @property
     def consent_duration(self) -> ConsentDuration | None:
@@ -127,11 +135,37 @@ class Controller(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: Text | None = None
 
 
+LANGUAGES: Final = ("en", "sv", "nb", "et")
+Language = Literal["en", "sv", "nb", "et"]
+
+
+class NoticeText(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    title: Text
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+
+
+class Notice(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One version of the notice shown when a purpose's consent is asked for, in every language.
+
+    A *material* version changes what the shopper agrees to: from its effective date, consents
+    given under older versions stop counting until the shopper consents again.
+    """
+
+    version: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    effective: datetime
+    texts: dict[Language, NoticeText]
+    material: bool = False
+
+    def text_in(self, language: str) -> NoticeText:
+        return self.texts.get(language, self.texts["en"])  # type: ignore[call-overload]
+
+
 class PolicyFile(msgspec.Struct, forbid_unknown_fields=True):
     fields: dict[FieldName, Field] = {}
     purposes: dict[str, Purpose] = {}
     channels: dict[ChannelName, Channel] = {}
     controller: Controller | None = None
+    notices: dict[str, list[Notice]] = {}
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -143,10 +177,25 @@ class Policy(msgspec.Struct, frozen=True):
     sources: tuple[str, ...]
     loaded_at: datetime
     controller: Controller | None = None
+    notices: dict[str, list[Notice]] = {}
 
     def expires_at(self, purpose: str, given_at: datetime) -> datetime | None:
         duration = self.purposes[purpose].consent_duration
         return duration.after(given_at) if duration else None
+
+    def notice(self, purpose: str, version: int) -> Notice | None:
+        versions = self.notices.get(purpose, [])
+        return versions[version - 1] if 0 < version <= len(versions) else None
+
+    def current_notice(self, purpose: str, now: datetime) -> Notice | None:
+        """The newest version in effect at ``now`` (versions are ordered, effective dates too)."""
+        in_effect = [notice for notice in self.notices.get(purpose, []) if notice.effective <= now]
+        return in_effect[-1] if in_effect else None
+
+    def reconsent_floor(self, purpose: str, now: datetime) -> int:
+        """The oldest notice version whose consents still count at ``now``."""
+        material = [n.version for n in self.notices.get(purpose, []) if n.material and n.effective <= now]
+        return max(material, default=1)
 
 
 @cache
@@ -184,8 +233,15 @@ def load_policy(policy_dir: Path) -> Policy:
     channels: dict[str, Channel] = {}
     origin: dict[str, Path] = {}
     controller: Controller | None = None
+    notices: dict[str, list[Notice]] = {}
     for path in files:
         part = _read(path)
+        for purpose_name, versions in part.notices.items():
+            key = f"notices.{purpose_name}"
+            if key in origin:
+                raise PolicyError(path, key, f"already defined in {origin[key]}")
+            origin[key] = path
+            notices[purpose_name] = versions
         if part.controller is not None:
             if "controller" in origin:
                 raise PolicyError(path, "controller", f"already defined in {origin['controller']}")
@@ -204,6 +260,7 @@ def load_policy(policy_dir: Path) -> Policy:
                 origin[key] = path
                 target[name] = value  # type: ignore[index]
     _validate(fields, purposes, channels, origin)
+    _validate_notices(notices, purposes, origin)
     return Policy(
         fields=fields,
         purposes=purposes,
@@ -211,7 +268,31 @@ def load_policy(policy_dir: Path) -> Policy:
         sources=tuple(str(path) for path in files),
         loaded_at=datetime.now(UTC),
         controller=controller,
+        notices=notices,
     )
+
+
+def _validate_notices(notices: dict[str, list[Notice]], purposes: dict[str, Purpose], origin: dict[str, Path]) -> None:
+    for name, versions in notices.items():
+        where, key = origin[f"notices.{name}"], f"notices.{name}"
+        if name not in purposes:
+            raise PolicyError(where, key, f"{name!r} is not a purpose declared in the policy")
+        for index, notice in enumerate(versions):
+            if notice.version != index + 1:
+                problem = f"expected version {index + 1}, found {notice.version}"
+                raise PolicyError(where, f"{key}[{index}].version", problem)
+            if notice.effective.tzinfo is None:
+                raise PolicyError(where, f"{key}[{index}].effective", "give the time zone, e.g. 2026-01-01T00:00:00Z")
+            if index and notice.effective < versions[index - 1].effective:
+                raise PolicyError(where, f"{key}[{index}].effective", "takes effect before the version it replaces")
+            missing = [language for language in LANGUAGES if language not in notice.texts]
+            if missing:
+                raise PolicyError(where, f"{key}[{index}].texts", f"no text in {', '.join(missing)}")
+    for name, purpose in purposes.items():
+        if purpose.legal_basis == "consent" and not notices.get(name):
+            raise PolicyError(
+                origin[f"purposes.{name}"], f"purposes.{name}", "a purpose based on consent needs a notice (notices:)"
+            )
 
 
 def _validate_controller(controller: Controller, path: Path) -> None:

@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.params import HeaderParameter, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.consent.chain import LedgerReport
 from services.consent.repository import ConsentRepository
-from services.consent.schemas import ConsentHistory, PurposeOut, RecordConsent, RecordedConsent, SubjectConsents
-from services.consent.service import ConsentService
+from services.consent.schemas import (
+    ConfirmConsent,
+    ConsentHistory,
+    GpcOutcome,
+    GpcSignal,
+    PurposeOut,
+    ReceiptOut,
+    ReconsentNeeded,
+    RecordConsent,
+    RecordedConsent,
+    SubjectConsents,
+)
+from services.consent.service import ConsentService, SigningKeys
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
 from tillit.types import SubjectIdPath
 
-__all__ = ["ConsentController"]
+__all__ = ["ConsentController", "receipt_keys"]
+
+EventIdPath = Annotated[str, Parameter(pattern=r"^[0-9a-f-]{36}$", description="A ledger event id (UUID)")]
 
 
 def provide_consent_service(session: AsyncSession, state: State) -> ConsentService:
-    return ConsentService(ConsentRepository(session), state.policy)
+    return ConsentService(ConsentRepository(session), state.policy, state.signing_keys)
+
+
+GpcHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Sec-GPC",
+        max_length=16,
+        description="Global Privacy Control: 1 refuses sale and sharing; any other value means no signal",
+    ),
+]
+
+
+@get("/.well-known/jwks.json", summary="Public keys that verify consent receipts", sync_to_thread=False)
+def receipt_keys(state: State) -> dict[str, Any]:
+    keys: SigningKeys = state.signing_keys
+    return keys.public.as_dict(private=False)
 
 
 class ConsentController(Controller):
@@ -40,9 +72,43 @@ class ConsentController(Controller):
         responses=problem_responses(400, 401, 413, 415, 422),
     )
     async def record_event(
-        self, subject_id: SubjectIdPath, data: RecordConsent, consents: ConsentService
+        self, subject_id: SubjectIdPath, data: RecordConsent, consents: ConsentService, sec_gpc: GpcHeader = None
     ) -> RecordedConsent:
-        return await consents.record(subject_id, data)
+        return await consents.record(subject_id, data, gpc=sec_gpc == "1")
+
+    @post(
+        "/confirmations",
+        summary="Double opt-in: confirm a pending consent with the token from the e-mailed link",
+        status_code=HTTP_201_CREATED,
+        responses=problem_responses(400, 401, 409, 413, 415, 422),
+    )
+    async def confirm(self, data: ConfirmConsent, consents: ConsentService) -> RecordedConsent:
+        return await consents.confirm(data)
+
+    @post(
+        "/subjects/{subject_id:str}/gpc",
+        summary="Global Privacy Control signal: refuse every sale-or-sharing purpose not explicitly opted into since",
+        status_code=HTTP_200_OK,
+        responses=problem_responses(400, 401, 413, 415),
+    )
+    async def gpc(self, subject_id: SubjectIdPath, data: GpcSignal, consents: ConsentService) -> GpcOutcome:
+        return await consents.apply_gpc(subject_id, data.evidence)
+
+    @get(
+        "/subjects/{subject_id:str}/reconsent",
+        summary="Purposes a material notice change asks the subject to consent to again",
+        responses=problem_responses(400, 401),
+    )
+    async def reconsent(self, subject_id: SubjectIdPath, consents: ConsentService) -> ReconsentNeeded:
+        return await consents.reconsent(subject_id)
+
+    @get(
+        "/subjects/{subject_id:str}/receipts/{event_id:str}",
+        summary="The signed Kantara consent receipt of one given or withdrawn event",
+        responses=problem_responses(400, 401, 404),
+    )
+    async def receipt(self, subject_id: SubjectIdPath, event_id: EventIdPath, consents: ConsentService) -> ReceiptOut:
+        return await consents.receipt(subject_id, event_id)
 
     @get(
         "/subjects/{subject_id:str}/consents",

@@ -3,22 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar
 
-from services.consent.api import ConsentController
+from services.consent.api import ConsentController, receipt_keys
+from services.consent.service import SigningKeys
 from tillit.app import create_internal_service
+from tillit.keys import RECEIPT_KEY, load_public_keys, load_receipt_key
+from tillit.policy import Policy
+from tillit.settings import Settings
 
 __all__ = ["MIGRATIONS", "create_app"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def require_controller(policy: Policy) -> None:
+    """Receipts name the data controller; without one the service cannot give any."""
+    if policy.controller is None:
+        raise RuntimeError(
+            f"the policy ({', '.join(policy.sources)}) names no data controller (controller:); "
+            "consent receipts cannot be issued without one"
+        )
+
+
+def signing_state(settings: Settings) -> dict[str, Any]:
+    return {
+        "signing_keys": SigningKeys(
+            private=load_receipt_key(settings.keys_dir), public=load_public_keys(settings.keys_dir, RECEIPT_KEY)
+        )
+    }
+
+
 def create_app() -> Litestar:
     return create_internal_service(
         "consent",
         title="tillit consent service",
-        description="Consent ledger and the current consent state derived from it.",
-        route_handlers=[ConsentController],
+        description=(
+            "Consent ledger (hash-chained per subject, append-only), the current consent state derived from "
+            "it, notices, double opt-in, Global Privacy Control and signed Kantara consent receipts."
+        ),
+        route_handlers=[ConsentController, receipt_keys],
         migrations=MIGRATIONS,
+        check_policy=require_controller,
+        state=signing_state,
     )

@@ -90,6 +90,12 @@ class ConsentRepository:
         )
         return result.all()
 
+    async def event(self, subject_id: str, event_id: str) -> ConsentEvent | None:
+        result = await self.session.exec(
+            select(ConsentEvent).where(ConsentEvent.subject_id == subject_id, ConsentEvent.id == event_id)  # type: ignore[arg-type]
+        )
+        return result.first()
+
     async def chain_heads(self) -> dict[str, ChainHead]:
         rows = await self.session.exec(  # type: ignore[call-overload]
             core_select(_chain.c.chain_id, _chain.c.subject_id, _chain.c.length, _chain.c.head_hash)

@@ -7,16 +7,25 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tillit.policy import Language
 from tillit.types import IPAddress, PurposeKey
 
 __all__ = [
+    "ConfirmConsent",
     "ConsentEventOut",
     "ConsentHistory",
     "ConsentStatus",
     "ConsentStatusOut",
     "EventAction",
     "Evidence",
+    "GpcOutcome",
+    "GpcSignal",
+    "NoticeShown",
+    "PendingConfirmation",
     "PurposeOut",
+    "ReceiptOut",
+    "ReconsentItem",
+    "ReconsentNeeded",
     "RecordConsent",
     "RecordedConsent",
     "SubjectConsents",
@@ -31,6 +40,10 @@ class Evidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     ip: IPAddress | None = None
     user_agent: Annotated[str, msgspec.Meta(max_length=512)] | None = None
     page: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
+    language: Language | None = None
+    """The language the notice was shown in."""
+    gpc: bool | None = None
+    """The request carried a Global Privacy Control signal (``Sec-GPC: 1``)."""
 
 
 EventAction = Literal["given", "refused", "withdrawn", "expired", "pending", "confirmed"]
@@ -52,6 +65,13 @@ class RecordConsent(msgspec.Struct, forbid_unknown_fields=True):
     ) = None
 
 
+class NoticeShown(msgspec.Struct):
+    version: int
+    language: str
+    title: str
+    text: str
+
+
 class ConsentEventOut(msgspec.Struct):
     id: str
     subject_id: str
@@ -64,6 +84,7 @@ class ConsentEventOut(msgspec.Struct):
     evidence: Evidence
     seq: int
     hash: str
+    notice: NoticeShown | None = None
 
 
 class ConsentStatusOut(msgspec.Struct):
@@ -74,11 +95,54 @@ class ConsentStatusOut(msgspec.Struct):
     event_id: str
     notice_version: int | None
     expires_at: datetime | None
+    needs_reconsent: bool = False
+    """Given under a notice version that a material change has since replaced: it does not count."""
+
+
+class PendingConfirmation(msgspec.Struct):
+    """Double opt-in: the consent counts once this token comes back (the channel e-mails the link)."""
+
+    token: str
+    expires_at: datetime
 
 
 class RecordedConsent(msgspec.Struct):
     event: ConsentEventOut
     state: ConsentStatusOut
+    receipt: str | None = None
+    """Signed Kantara consent receipt (compact JWS) for given and withdrawn events."""
+    confirmation: PendingConfirmation | None = None
+
+
+class ConfirmConsent(msgspec.Struct, forbid_unknown_fields=True):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+
+class GpcSignal(msgspec.Struct, forbid_unknown_fields=True):
+    evidence: Evidence = msgspec.field(default_factory=Evidence)
+
+
+class GpcOutcome(msgspec.Struct):
+    subject_id: str
+    refused: list[RecordedConsent]
+    """Sale-or-sharing purposes refused now; purposes already off or explicitly opted into since are left."""
+
+
+class ReceiptOut(msgspec.Struct):
+    event_id: str
+    receipt: str
+
+
+class ReconsentItem(msgspec.Struct):
+    purpose: str
+    consented_version: int
+    current: NoticeShown
+
+
+class ReconsentNeeded(msgspec.Struct):
+    subject_id: str
+    purposes: list[ReconsentItem]
 
 
 class ConsentHistory(msgspec.Struct):

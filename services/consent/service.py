@@ -10,25 +10,35 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import msgspec
+from joserfc.jwk import KeySet, OKPKey
 
 from services.consent.chain import LedgerReport, LedgerVerifier, event_hash, personal_digest
+from services.consent.confirmations import ConfirmationError, issue_confirmation, read_confirmation
 from services.consent.models import ConsentState
+from services.consent.receipts import ReceiptFacts, build_receipt, sign_receipt
 from services.consent.repository import ConsentRepository
 from services.consent.schemas import (
+    ConfirmConsent,
     ConsentEventOut,
     ConsentHistory,
     ConsentStatusOut,
     Evidence,
+    GpcOutcome,
+    NoticeShown,
+    PendingConfirmation,
     PurposeOut,
+    ReceiptOut,
+    ReconsentItem,
+    ReconsentNeeded,
     RecordConsent,
     RecordedConsent,
     SubjectConsents,
 )
 from tillit.policy import Policy
-from tillit.problems import BadRequest, Unprocessable
+from tillit.problems import BadRequest, Conflict, NotFound, Unprocessable
 from tillit.types import as_utc, utcnow
 
-__all__ = ["CLOCK_SKEW", "ConsentService", "truncate_ip"]
+__all__ = ["CLOCK_SKEW", "ConsentService", "SigningKeys", "truncate_ip"]
 
 _ACTIONS = {"give": "given", "refuse": "refused", "withdraw": "withdrawn"}
 _STATUS_AFTER = {
@@ -41,6 +51,18 @@ _STATUS_AFTER = {
 }
 CLOCK_SKEW: Final = timedelta(minutes=5)
 """How far ahead of the server's clock a caller's ``collected_at`` may be."""
+_RECEIPTED = frozenset({"given", "confirmed", "withdrawn"})
+_EXPLICIT_SOURCES = ("preference_page", "quiz", "channel:")
+"""Sources where the identified shopper acted themselves (an opt-in here outranks a GPC signal)."""
+_UNCONFIRMED_SOURCES_OK = frozenset({"import"})
+"""Sources whose consents are taken as already confirmed: an import vouches for its own double opt-in."""
+
+
+class SigningKeys(msgspec.Struct, frozen=True):
+    """The consent service's receipt key: signs receipts and double opt-in confirmations."""
+
+    private: OKPKey
+    public: KeySet
 
 
 def truncate_ip(address: str | None) -> str | None:
@@ -56,9 +78,16 @@ def truncate_ip(address: str | None) -> str | None:
 
 
 class ConsentService:
-    def __init__(self, repository: ConsentRepository, policy: Policy, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        repository: ConsentRepository,
+        policy: Policy,
+        keys: SigningKeys | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.repository = repository
         self.policy = policy
+        self.keys = keys
         self.clock = clock
 
     def purposes(self) -> list[PurposeOut]:
@@ -67,8 +96,10 @@ class ConsentService:
             for key, p in self.policy.purposes.items()
         ]
 
-    async def record(self, subject_id: str, command: RecordConsent) -> RecordedConsent:
-        if command.purpose not in self.policy.purposes:
+    async def record(self, subject_id: str, command: RecordConsent, *, gpc: bool = False) -> RecordedConsent:
+        """Append the shopper's or channel's decision; a GPC signal on the request is honoured too."""
+        purpose = self.policy.purposes.get(command.purpose)
+        if purpose is None:
             raise Unprocessable(f"purpose {command.purpose!r} is not declared in the policy", slug="unknown-purpose")
         now = self.clock()
         collected_at = command.collected_at or now
@@ -78,19 +109,50 @@ class ConsentService:
                 f"{int(CLOCK_SKEW.total_seconds())} s ahead of the server's clock)",
                 slug="collected-in-future",
             )
-        evidence = msgspec.structs.replace(command.evidence, ip=truncate_ip(command.evidence.ip))
-        event = await self._append(
+        notice_version = self._notice_version(command.purpose, command.notice_version, collected_at)
+        action = _ACTIONS[command.action]
+        if action == "given" and purpose.double_opt_in and command.source not in _UNCONFIRMED_SOURCES_OK:
+            action = "pending"
+        evidence = msgspec.structs.replace(command.evidence, ip=truncate_ip(command.evidence.ip), gpc=gpc or None)
+        recorded = await self._record(
             subject_id,
             purpose=command.purpose,
-            action=_ACTIONS[command.action],
-            notice_version=command.notice_version,
+            action=action,
+            notice_version=notice_version,
             source=command.source,
             collected_at=collected_at,
             evidence=msgspec.to_builtins(evidence),
             now=now,
         )
+        if gpc:
+            await self.apply_gpc(subject_id, evidence, skip=command.purpose if action == "given" else None)
+        return recorded
+
+    def _notice_version(self, purpose: str, asked: int | None, collected_at: datetime) -> int | None:
+        if asked is not None:
+            if self.policy.notice(purpose, asked) is None:
+                raise Unprocessable(
+                    f"notice version {asked} of purpose {purpose!r} is not published", slug="unknown-notice-version"
+                )
+            return asked
+        current = self.policy.current_notice(purpose, collected_at)
+        return current.version if current is not None else None
+
+    async def _record(self, subject_id: str, **event_fields: Any) -> RecordedConsent:
+        event = await self._append(subject_id, **event_fields)
         state = await self._project(event)
-        return RecordedConsent(event=_event_out(event), state=_status_out(state, now))
+        now = event_fields["now"]
+        confirmation = None
+        if event["action"] == "pending":
+            key = self._keys().private
+            token, expires_at = issue_confirmation(key, subject_id, event["purpose"], event["id"], now)
+            confirmation = PendingConfirmation(token=token, expires_at=expires_at)
+        return RecordedConsent(
+            event=self._event_out(event),
+            state=self._status_out(state, now),
+            receipt=self._receipt(event) if event["action"] in _RECEIPTED else None,
+            confirmation=confirmation,
+        )
 
     async def _append(
         self,
@@ -157,14 +219,134 @@ class ConsentService:
         await self.repository.put_state(state.model_dump())
         return state
 
+    def _keys(self) -> SigningKeys:
+        if self.keys is None:
+            raise RuntimeError("the consent service was started without its receipt key")
+        return self.keys
+
+    def _receipt(self, event: dict[str, Any]) -> str:
+        purpose = self.policy.purposes[event["purpose"]]
+        evidence = event["evidence"] or {}
+        language = evidence.get("language") or "en"
+        notice = self.policy.notice(event["purpose"], event["notice_version"]) if event["notice_version"] else None
+        facts = ReceiptFacts(
+            event_id=event["id"],
+            subject_id=event["subject_id"],
+            purpose=event["purpose"],
+            purpose_title=purpose.title,
+            legal_basis=purpose.legal_basis,
+            categories=list(purpose.may_use),
+            action="withdrawn" if event["action"] == "withdrawn" else "given",
+            collected_at=as_utc(event["collected_at"]),
+            notice_version=event["notice_version"],
+            notice_text=notice.text_in(language).text if notice else None,
+            language=language,
+            source=event["source"],
+            expires_at=self.policy.expires_at(event["purpose"], as_utc(event["collected_at"]))
+            if event["action"] != "withdrawn"
+            else None,
+            ledger_hash=event["hash"],
+        )
+        return sign_receipt(build_receipt(facts, self.policy.controller), self._keys().private)
+
+    async def confirm(self, command: ConfirmConsent) -> RecordedConsent:
+        """Double opt-in: the link from the e-mail comes back and the pending consent starts to count."""
+        now = self.clock()
+        try:
+            confirmation = read_confirmation(command.token, self._keys().public, now)
+        except ConfirmationError as exc:
+            slug = "confirmation-expired" if exc.expired else "invalid-confirmation"
+            raise Unprocessable(str(exc), slug=slug) from exc
+        states = {state.purpose: state for state in await self.repository.states_for(confirmation.subject_id)}
+        state = states.get(confirmation.purpose)
+        if state is None or state.event_id != confirmation.event_id or state.status != "pending":
+            raise Conflict(
+                f"this confirmation no longer applies: the consent for {confirmation.purpose!r} was confirmed, "
+                "withdrawn or given again since the link was sent",
+                slug="confirmation-superseded",
+            )
+        evidence = msgspec.structs.replace(command.evidence, ip=truncate_ip(command.evidence.ip))
+        return await self._record(
+            confirmation.subject_id,
+            purpose=confirmation.purpose,
+            action="confirmed",
+            notice_version=state.notice_version,
+            source="double_opt_in",
+            collected_at=now,
+            evidence=msgspec.to_builtins(evidence),
+            now=now,
+        )
+
+    async def apply_gpc(self, subject_id: str, evidence: Evidence, skip: str | None = None) -> GpcOutcome:
+        """Global Privacy Control: refuse every sale-or-sharing purpose the shopper has not opted into since.
+
+        A later explicit opt-in by the identified shopper wins over the signal: a purpose whose latest
+        event is an explicit give made after an earlier GPC refusal is left alone, as is a purpose
+        that is already refused or withdrawn.
+        """
+        now = self.clock()
+        evidence = msgspec.structs.replace(evidence, ip=truncate_ip(evidence.ip), gpc=True)
+        events = await self.repository.events_for(subject_id)
+        refused = []
+        for name, purpose in self.policy.purposes.items():
+            if not purpose.sale_or_sharing or name == skip:
+                continue
+            own = [event for event in events if event.purpose == name]
+            if own and own[-1].action in ("refused", "withdrawn"):
+                continue
+            if own and _explicit_opt_in_after_gpc(own):
+                continue
+            refused.append(
+                await self._record(
+                    subject_id,
+                    purpose=name,
+                    action="refused",
+                    notice_version=self._notice_version(name, None, now),
+                    source="gpc",
+                    collected_at=now,
+                    evidence=msgspec.to_builtins(evidence),
+                    now=now,
+                )
+            )
+        return GpcOutcome(subject_id=subject_id, refused=refused)
+
     async def current(self, subject_id: str) -> SubjectConsents:
         now = self.clock()
         states = await self.repository.states_for(subject_id)
-        return SubjectConsents(subject_id=subject_id, as_of=now, consents=[_status_out(state, now) for state in states])
+        return SubjectConsents(
+            subject_id=subject_id, as_of=now, consents=[self._status_out(state, now) for state in states]
+        )
+
+    async def reconsent(self, subject_id: str) -> ReconsentNeeded:
+        """Purposes whose consent a material notice change has suspended, with the notice to show."""
+        now = self.clock()
+        items = []
+        for state in await self.repository.states_for(subject_id):
+            if not self._status_out(state, now).needs_reconsent:
+                continue
+            notice = self.policy.current_notice(state.purpose, now)
+            if notice is None:
+                continue
+            text = notice.text_in("en")
+            items.append(
+                ReconsentItem(
+                    purpose=state.purpose,
+                    consented_version=state.notice_version or 1,
+                    current=NoticeShown(version=notice.version, language="en", title=text.title, text=text.text),
+                )
+            )
+        return ReconsentNeeded(subject_id=subject_id, purposes=items)
 
     async def history(self, subject_id: str) -> ConsentHistory:
         events = await self.repository.events_for(subject_id)
-        return ConsentHistory(subject_id=subject_id, events=[_event_out(event.model_dump()) for event in events])
+        return ConsentHistory(subject_id=subject_id, events=[self._event_out(event.model_dump()) for event in events])
+
+    async def receipt(self, subject_id: str, event_id: str) -> ReceiptOut:
+        """The signed receipt of one given or withdrawn event (deterministic: the same bytes every time)."""
+        event = await self.repository.event(subject_id, event_id)
+        if event is None or event.action not in _RECEIPTED:
+            raise NotFound(f"no receipt for event {event_id!r} of subject {subject_id!r}", slug="receipt-not-found")
+        return ReceiptOut(event_id=event_id, receipt=self._receipt(event.model_dump()))
 
     async def verify(self) -> LedgerReport:
         verifier = LedgerVerifier(await self.repository.chain_heads())
@@ -173,32 +355,52 @@ class ConsentService:
                 break
         return verifier.finish()
 
+    def _event_out(self, event: dict[str, Any]) -> ConsentEventOut:
+        evidence = msgspec.convert(event["evidence"] or {}, Evidence)
+        notice = self.policy.notice(event["purpose"], event["notice_version"]) if event["notice_version"] else None
+        shown = None
+        if notice is not None:
+            language = evidence.language or "en"
+            text = notice.text_in(language)
+            shown = NoticeShown(version=notice.version, language=language, title=text.title, text=text.text)
+        return ConsentEventOut(
+            id=event["id"],
+            subject_id=event["subject_id"],
+            purpose=event["purpose"],
+            action=event["action"],
+            notice_version=event["notice_version"],
+            source=event["source"],
+            collected_at=as_utc(event["collected_at"]),
+            recorded_at=as_utc(event["recorded_at"]),
+            evidence=evidence,
+            seq=event["seq"],
+            hash=event["hash"],
+            notice=shown,
+        )
 
-def _event_out(event: dict[str, Any]) -> ConsentEventOut:
-    return ConsentEventOut(
-        id=event["id"],
-        subject_id=event["subject_id"],
-        purpose=event["purpose"],
-        action=event["action"],
-        notice_version=event["notice_version"],
-        source=event["source"],
-        collected_at=as_utc(event["collected_at"]),
-        recorded_at=as_utc(event["recorded_at"]),
-        evidence=msgspec.convert(event["evidence"] or {}, Evidence),
-        seq=event["seq"],
-        hash=event["hash"],
-    )
+    def _status_out(self, state: ConsentState, now: datetime) -> ConsentStatusOut:
+        expires_at = as_utc(state.expires_at) if state.expires_at else None
+        expired = state.status == "given" and expires_at is not None and expires_at <= now
+        stale = (
+            state.status == "given"
+            and not expired
+            and (state.notice_version or 1) < self.policy.reconsent_floor(state.purpose, now)
+        )
+        return ConsentStatusOut(
+            purpose=state.purpose,
+            status="expired" if expired else state.status,  # type: ignore[arg-type]
+            active=state.status == "given" and not expired and not stale,
+            since=as_utc(state.since),
+            event_id=state.event_id,
+            notice_version=state.notice_version,
+            expires_at=expires_at,
+            needs_reconsent=stale,
+        )
 
 
-def _status_out(state: ConsentState, now: datetime) -> ConsentStatusOut:
-    expires_at = as_utc(state.expires_at) if state.expires_at else None
-    expired = state.status == "given" and expires_at is not None and expires_at <= now
-    return ConsentStatusOut(
-        purpose=state.purpose,
-        status="expired" if expired else state.status,  # type: ignore[arg-type]
-        active=state.status == "given" and not expired,
-        since=as_utc(state.since),
-        event_id=state.event_id,
-        notice_version=state.notice_version,
-        expires_at=expires_at,
-    )
+def _explicit_opt_in_after_gpc(events: list[Any]) -> bool:
+    """The latest event is an explicit give, and a GPC refusal came before it."""
+    last = events[-1]
+    if last.action not in ("given", "confirmed", "pending") or not last.source.startswith(_EXPLICIT_SOURCES):
+        return False
+    return any(event.source == "gpc" for event in events[:-1])

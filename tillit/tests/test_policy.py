@@ -22,6 +22,15 @@ purposes:
     may_use: [user.contact.email, user.demographic.profile]
 channels:
   email: {purposes: [marketing.communications.email]}
+notices:
+  marketing.communications.email:
+    - version: 1
+      effective: 2026-01-01T00:00:00Z
+      texts:
+        en: {title: Newsletter, text: We e-mail you.}
+        sv: {title: Nyhetsbrev, text: Vi mejlar dig.}
+        nb: {title: Nyhetsbrev, text: Vi sender deg e-post.}
+        et: {title: Uudiskiri, text: Saadame sulle kirju.}
 """
 
 
@@ -88,6 +97,55 @@ def test_a_bad_policy_names_the_file_the_key_and_the_problem(
     assert key in caught.value.key
     assert problem in caught.value.problem
     assert str(path) in str(caught.value)
+
+
+SECOND_VERSION = """
+    - version: 2
+      effective: 2027-01-01T00:00:00Z
+      material: true
+      texts:
+        en: {title: Newsletter, text: We e-mail you daily.}
+        sv: {title: Nyhetsbrev, text: Vi mejlar dig dagligen.}
+        nb: {title: Nyhetsbrev, text: Vi sender deg e-post daglig.}
+        et: {title: Uudiskiri, text: Saadame sulle kirju iga päev.}
+"""
+
+
+def test_notices_are_versioned_and_a_material_version_raises_the_floor(policy_dir: Path) -> None:
+    write(policy_dir, VALID + SECOND_VERSION)
+    policy = load_policy(policy_dir)
+    purpose = "marketing.communications.email"
+    before, after = datetime(2026, 6, 1, tzinfo=UTC), datetime(2027, 6, 1, tzinfo=UTC)
+    current = policy.current_notice(purpose, before)
+    assert current is not None
+    assert (current.version, current.text_in("sv").title) == (1, "Nyhetsbrev")
+    assert policy.reconsent_floor(purpose, before) == 1
+    newest = policy.current_notice(purpose, after)
+    assert newest is not None
+    assert newest.version == 2
+    assert policy.reconsent_floor(purpose, after) == 2
+    notice = policy.notice(purpose, 2)
+    assert notice is not None
+    assert notice.material
+    assert policy.notice(purpose, 3) is None
+
+
+@pytest.mark.parametrize(
+    ("broken", "key", "problem"),
+    [
+        (VALID.split("notices:")[0], "purposes.marketing.communications.email", "needs a notice"),
+        (VALID.replace("        et: {title: Uudiskiri, text: Saadame sulle kirju.}\n", ""), "texts", "no text in et"),
+        (VALID.replace("version: 1", "version: 2"), "notices.marketing.communications.email[0].version", "expected"),
+        (VALID + SECOND_VERSION.replace("2027-01-01", "2025-01-01"), "[1].effective", "before the version"),
+        (VALID.replace("notices:\n  marketing.communications.email", "notices:\n  marketing.nope"), "notices", "nope"),
+    ],
+)
+def test_bad_notices_are_refused(policy_dir: Path, broken: str, key: str, problem: str) -> None:
+    write(policy_dir, broken)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(policy_dir)
+    assert key in caught.value.key
+    assert problem in caught.value.problem
 
 
 def test_a_key_defined_in_two_files_is_refused(policy_dir: Path) -> None:

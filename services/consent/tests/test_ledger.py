@@ -7,52 +7,22 @@ migrations. Tampering goes straight to the database, as an attacker with table a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from services.consent.app import MIGRATIONS
-from services.consent.chain import LedgerReport, event_hash
+from services.consent.chain import event_hash
 from services.consent.repository import ConsentRepository
-from services.consent.schemas import Evidence, RecordConsent, RecordedConsent
+from services.consent.schemas import Evidence, RecordedConsent
 from services.consent.service import ConsentService
+from services.consent.tests.support import KEYS, POLICY, PROFILED, SMS, record, verify
 from tillit.db import Database
-from tillit.policy import Policy, load_policy
 from tillit.problems import Unprocessable
-from tillit.settings import REPO_ROOT
-from tillit.testing import BACKENDS, migrated_database
 
 pytestmark = pytest.mark.anyio
-
-EMAIL = "marketing.communications.email"
-SMS = "marketing.communications.sms"
-POLICY: Policy = load_policy(REPO_ROOT / "policies")
-
-
-@pytest.fixture(params=BACKENDS)
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with migrated_database(request.param, tmp_path, MIGRATIONS) as database:
-        yield database
-
-
-async def record(
-    database: Database, subject: str, purpose: str = EMAIL, action: str = "give", **extra: Any
-) -> RecordedConsent:
-    """One request's worth of work: a session whose transaction commits when the write is done."""
-    async with database.sessionmaker() as session, session.begin():
-        service = ConsentService(ConsentRepository(session), POLICY)
-        command = RecordConsent(purpose=purpose, action=action, source="preference_page", **extra)  # type: ignore[arg-type]
-        return await service.record(subject, command)
-
-
-async def verify(database: Database) -> LedgerReport:
-    async with database.sessionmaker() as session:
-        return await ConsentService(ConsentRepository(session), POLICY).verify()
 
 
 async def tamper(database: Database, *statements: str, **parameters: Any) -> None:
@@ -180,7 +150,7 @@ async def test_an_appended_forgery_is_caught_even_with_a_valid_hash(database: Da
         seq=5,
         prev_hash=last.hash,
         event_id="forged-event",
-        purpose=EMAIL,
+        purpose=PROFILED,
         action="given",
         notice_version=None,
         source="preference_page",
@@ -194,7 +164,7 @@ async def test_an_appended_forgery_is_caught_even_with_a_valid_hash(database: Da
         "recorded_at, personal_digest, prev_hash, hash) VALUES ('forged-event', :chain, 5, 'astrid', :purpose, "
         "'given', 'preference_page', :now, :now, :personal, :prev, :hash)",
         chain=stored.chain_id,
-        purpose=EMAIL,
+        purpose=PROFILED,
         now=now,
         personal=stored.personal_digest,
         prev=last.hash,
@@ -228,11 +198,11 @@ async def test_state_is_derived_from_the_latest_event(database: Database) -> Non
     withdrawn = await record(database, "astrid", action="withdraw")
     refused = await record(database, "astrid", SMS, action="refuse")
     async with database.sessionmaker() as session:
-        current = await ConsentService(ConsentRepository(session), POLICY).current("astrid")
+        current = await ConsentService(ConsentRepository(session), POLICY, KEYS).current("astrid")
     by_purpose = {state.purpose: state for state in current.consents}
-    assert by_purpose[EMAIL].status == "withdrawn"
-    assert by_purpose[EMAIL].event_id == withdrawn.event.id
-    assert not by_purpose[EMAIL].active
+    assert by_purpose[PROFILED].status == "withdrawn"
+    assert by_purpose[PROFILED].event_id == withdrawn.event.id
+    assert not by_purpose[PROFILED].active
     assert by_purpose[SMS].status == "refused"
     assert by_purpose[SMS].event_id == refused.event.id
 
@@ -270,7 +240,7 @@ async def test_a_crash_mid_write_leaves_no_half_event(database: Database, monkey
     report = await verify(database)
     assert (report.ok, report.events) == (True, 1)
     async with database.sessionmaker() as session:
-        current = await ConsentService(ConsentRepository(session), POLICY).current("astrid")
+        current = await ConsentService(ConsentRepository(session), POLICY, KEYS).current("astrid")
     assert current.consents[0].status == "given"
 
 
@@ -285,7 +255,7 @@ async def test_concurrent_writers_of_one_subject_keep_one_chain_and_a_true_state
     assert report.ok, report
     assert report.events == len(actions) + 2
     async with database.sessionmaker() as session:
-        service = ConsentService(ConsentRepository(session), POLICY)
+        service = ConsentService(ConsentRepository(session), POLICY, KEYS)
         history = await service.history("astrid")
         current = await service.current("astrid")
     assert [event.seq for event in history.events] == list(range(1, len(actions) + 1))
