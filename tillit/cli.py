@@ -13,6 +13,7 @@ from types import FrameType
 
 import msgspec
 
+from services.consent.requests.cli import add_request_commands, run_request_command
 from tillit.keys import KEY_NAMES, ensure_signing_key
 from tillit.launcher import APP_FACTORIES, Platform, PlatformError
 from tillit.policy import PolicyError, load_policy
@@ -204,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     add_receipt_commands(commands)
+    add_request_commands(commands)
     clients = commands.add_parser("clients", help="channel OAuth2 clients")
     create = clients.add_subparsers(dest="action", required=True).add_parser("create", help="create a client")
     create.add_argument("--channel", required=True)
@@ -228,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ledger_verify(args.json)
         case "receipt":
             return run_receipt_command(args)
+        case "requests":
+            return run_request_command(args)
         case "clients":
             return _clients_create(args.channel, args.scopes, args.json)
     return 2

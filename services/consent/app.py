@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar
 
 from services.consent.api import ConsentController, receipt_keys
+from services.consent.requests.api import RequestController
 from services.consent.service import SigningKeys
 from tillit.app import create_internal_service
 from tillit.keys import RECEIPT_KEY, load_public_keys, load_receipt_key
@@ -42,9 +43,10 @@ def create_app() -> Litestar:
         title="tillit consent service",
         description=(
             "Consent ledger (hash-chained per subject, append-only), the current consent state derived from "
-            "it, notices, double opt-in, Global Privacy Control and signed Kantara consent receipts."
+            "it, notices, double opt-in, Global Privacy Control, signed Kantara consent receipts and GDPR "
+            "data-subject request records."
         ),
-        route_handlers=[ConsentController, receipt_keys],
+        route_handlers=[ConsentController, receipt_keys, RequestController],
         migrations=MIGRATIONS,
         check_policy=require_controller,
         state=signing_state,
