@@ -166,21 +166,26 @@ def create_internal_service(
     migrations: Path,
     check_policy: Callable[[Policy], None] | None = None,
     state: Callable[[Settings], dict[str, Any]] | None = None,
+    background: Callable[[Settings], tuple[StartupHook, StartupHook]] | None = None,
 ) -> Litestar:
     """An internal service: own database, the policy in ``state.policy``, gateway tokens required.
 
-    ``state`` builds the service's own additions to the application state from its settings.
+    ``state`` builds the service's own additions to the application state from its settings;
+    ``background`` gives start and stop hooks of work the service runs beside its requests.
     """
     settings = load_settings(component)
     policy = load_policy(settings.policy_dir)
     if check_policy is not None:
         check_policy(policy)
     verifier = ServiceTokenVerifier(load_public_keys(settings.keys_dir, SERVICE_TOKEN_KEY), audience=component)
+    start, stop = background(settings) if background else (None, None)
     return create_app(
         settings,
         title=title,
         description=f"{description} Internal: callers need a gateway service token.",
         route_handlers=route_handlers,
         migrations=migrations,
+        on_startup=[start] if start else [],
+        on_shutdown=[stop] if stop else [],
         state={"policy": policy, "service_token_verifier": verifier, **(state(settings) if state else {})},
     )

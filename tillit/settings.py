@@ -53,6 +53,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
     server: str = "granian"
+    expiry_sweep_seconds: float = 60.0
 
     def url_of(self, component: str) -> str:
         return self.urls[component]
@@ -117,4 +118,5 @@ def load_settings(component: str, environ: Mapping[str, str] | None = None) -> S
         upstream_timeout=float(env("UPSTREAM_TIMEOUT") or 2.0),
         log_level=(env("LOG_LEVEL") or "INFO").upper(),
         server=_server(env),
+        expiry_sweep_seconds=float(env("EXPIRY_SWEEP_SECONDS") or 60.0),
     )

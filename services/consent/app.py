@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar
 
 from services.consent.api import ConsentController, receipt_keys
+from services.consent.expiry import expiry_sweeper
 from services.consent.requests.api import RequestController
 from services.consent.service import SigningKeys
 from tillit.app import create_internal_service
@@ -50,4 +51,5 @@ def create_app() -> Litestar:
         migrations=MIGRATIONS,
         check_policy=require_controller,
         state=signing_state,
+        background=lambda settings: expiry_sweeper(settings.expiry_sweep_seconds),
     )

@@ -68,11 +68,16 @@ class ConsentRepository:
         )
 
     async def put_state(self, state: dict[str, Any]) -> None:
-        """Insert or replace the derived state in one statement."""
+        """Insert or replace the derived state in one statement, unless it holds a later decision.
+
+        An event collected earlier than the one the state rests on (an import of old consents, a
+        checkout box recorded late) enters the ledger but does not overturn the newer decision.
+        """
         statement = self._dialect.insert(ConsentState).values(**state)
         statement = statement.on_conflict_do_update(
             index_elements=["subject_id", "purpose"],
             set_={key: statement.excluded[key] for key in state if key not in ("subject_id", "purpose")},
+            where=_state.c.since <= statement.excluded.since,
         )
         await self.session.exec(  # type: ignore[call-overload]
             statement
@@ -83,6 +88,19 @@ class ConsentRepository:
             select(ConsentState).where(ConsentState.subject_id == subject_id).order_by(ConsentState.purpose)  # type: ignore[arg-type]
         )
         return result.all()
+
+    async def state(self, subject_id: str, purpose: str) -> ConsentState | None:
+        return await self.session.get(ConsentState, (subject_id, purpose), populate_existing=True)
+
+    async def lapsed(self, now: datetime, limit: int) -> Sequence[tuple[str, str]]:
+        """(subject, purpose) pairs whose given consent has passed its expiry and has no event saying so."""
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(_state.c.subject_id, _state.c.purpose)
+            .where(_state.c.status == "given", _state.c.expires_at <= now)
+            .order_by(_state.c.expires_at)
+            .limit(limit)
+        )
+        return [(row.subject_id, row.purpose) for row in result]
 
     async def events_for(self, subject_id: str) -> Sequence[ConsentEvent]:
         result = await self.session.exec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -102,14 +102,14 @@ class ConsentService:
         if purpose is None:
             raise Unprocessable(f"purpose {command.purpose!r} is not declared in the policy", slug="unknown-purpose")
         now = self.clock()
-        collected_at = command.collected_at or now
-        if collected_at > now + CLOCK_SKEW:
+        collected_at = command.collected_at
+        if collected_at is not None and collected_at > now + CLOCK_SKEW:
             raise Unprocessable(
                 f"collected_at {collected_at.isoformat()} lies in the future (more than "
                 f"{int(CLOCK_SKEW.total_seconds())} s ahead of the server's clock)",
                 slug="collected-in-future",
             )
-        notice_version = self._notice_version(command.purpose, command.notice_version, collected_at)
+        notice_version = self._notice_version(command.purpose, command.notice_version, collected_at or now)
         action = _ACTIONS[command.action]
         if action == "given" and purpose.double_opt_in and command.source not in _UNCONFIRMED_SOURCES_OK:
             action = "pending"
@@ -122,7 +122,6 @@ class ConsentService:
             source=command.source,
             collected_at=collected_at,
             evidence=msgspec.to_builtins(evidence),
-            now=now,
         )
         if gpc:
             await self.apply_gpc(subject_id, evidence, skip=command.purpose if action == "given" else None)
@@ -141,7 +140,7 @@ class ConsentService:
     async def _record(self, subject_id: str, **event_fields: Any) -> RecordedConsent:
         event = await self._append(subject_id, **event_fields)
         state = await self._project(event)
-        now = event_fields["now"]
+        now = event["recorded_at"]
         confirmation = None
         if event["action"] == "pending":
             key = self._keys().private
@@ -162,12 +161,18 @@ class ConsentService:
         action: str,
         notice_version: int | None,
         source: str,
-        collected_at: datetime,
+        collected_at: datetime | None,
         evidence: dict[str, Any],
-        now: datetime,
     ) -> dict[str, Any]:
-        """Chain one event onto the subject's ledger (the chain head stays locked until commit)."""
-        chain = await self.repository.lock_chain(subject_id, now)
+        """Chain one event onto the subject's ledger (the chain head stays locked until commit).
+
+        The clock is read once the chain is locked, so a subject's events are recorded in time order
+        and the state projection (latest ``collected_at`` wins) agrees with the ledger's order.
+        ``collected_at`` None means "now".
+        """
+        chain = await self.repository.lock_chain(subject_id, self.clock())
+        now = self.clock()
+        collected_at = collected_at or now
         event_id = str(uuid.uuid4())
         salt = secrets.token_hex(16)
         personal = personal_digest(salt, subject_id, evidence)
@@ -217,6 +222,9 @@ class ConsentService:
             expires_at=self.policy.expires_at(event["purpose"], event["collected_at"]) if status == "given" else None,
         )
         await self.repository.put_state(state.model_dump())
+        if event["collected_at"] < event["recorded_at"]:
+            # Backdated: a later decision may still stand; answer with what the state really is.
+            return await self.repository.state(event["subject_id"], event["purpose"]) or state
         return state
 
     def _keys(self) -> SigningKeys:
@@ -272,9 +280,8 @@ class ConsentService:
             action="confirmed",
             notice_version=state.notice_version,
             source="double_opt_in",
-            collected_at=now,
+            collected_at=None,
             evidence=msgspec.to_builtins(evidence),
-            now=now,
         )
 
     async def apply_gpc(self, subject_id: str, evidence: Evidence, skip: str | None = None) -> GpcOutcome:
@@ -303,12 +310,35 @@ class ConsentService:
                     action="refused",
                     notice_version=self._notice_version(name, None, now),
                     source="gpc",
-                    collected_at=now,
+                    collected_at=None,
                     evidence=msgspec.to_builtins(evidence),
-                    now=now,
                 )
             )
         return GpcOutcome(subject_id=subject_id, refused=refused)
+
+    async def expire(self, subject_id: str, purpose: str) -> RecordedConsent | None:
+        """Record that a consent has run out (reads already treat it as expired; this makes it history).
+
+        Re-checked under the chain lock, so a consent renewed meanwhile, or a second sweeper on
+        another replica, records nothing.
+        """
+        await self.repository.lock_chain(subject_id, self.clock())
+        state = await self.repository.state(subject_id, purpose)
+        now = self.clock()
+        if state is None or state.status != "given" or state.expires_at is None or as_utc(state.expires_at) > now:
+            return None
+        return await self._record(
+            subject_id,
+            purpose=purpose,
+            action="expired",
+            notice_version=state.notice_version,
+            source="expiry",
+            collected_at=as_utc(state.expires_at),
+            evidence={},
+        )
+
+    async def lapsed(self, limit: int = 500) -> Sequence[tuple[str, str]]:
+        return await self.repository.lapsed(self.clock(), limit)
 
     async def current(self, subject_id: str) -> SubjectConsents:
         now = self.clock()

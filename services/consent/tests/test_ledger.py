@@ -207,6 +207,14 @@ async def test_state_is_derived_from_the_latest_event(database: Database) -> Non
     assert by_purpose[SMS].event_id == refused.event.id
 
 
+async def test_a_backdated_event_enters_the_ledger_without_overturning_a_later_decision(database: Database) -> None:
+    withdrawn = await record(database, "astrid", action="withdraw")
+    imported = await record(database, "astrid", source="import", collected_at=datetime.now(UTC) - timedelta(days=30))
+    assert imported.event.seq == 2
+    assert (imported.state.status, imported.state.event_id) == ("withdrawn", withdrawn.event.id)
+    assert (await verify(database)).ok
+
+
 async def test_consent_expires_after_the_policy_lifetime(database: Database) -> None:
     long_ago = datetime.now(UTC) - timedelta(days=2 * 365 + 30)
     recorded = await record(database, "astrid", collected_at=long_ago)
