@@ -78,6 +78,17 @@ GpcHeader = Annotated[
     ),
 ]
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=120,
+        pattern=r"^[!-~]+$",
+        description="Retry safely: the same key with the same request answers as the first time",
+    ),
+]
+
 PurposeQuery = Annotated[
     str,
     Parameter(
@@ -154,8 +165,11 @@ class SubjectController(Controller):
         caller: Caller,
         gateway: GatewayService,
         sec_gpc: GpcHeader = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> dict[str, Any]:
-        return await gateway.capture_consent(caller, subject_id, data, gpc=sec_gpc == "1")
+        return await gateway.capture_consent(
+            caller, subject_id, data, gpc=sec_gpc == "1", idempotency_key=idempotency_key
+        )
 
 
 class ConsentController(Controller):

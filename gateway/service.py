@@ -88,13 +88,21 @@ class GatewayService:
         )
 
     async def capture_consent(
-        self, caller: Caller, subject_id: str, consent: CapturedConsent, *, gpc: bool = False
+        self,
+        caller: Caller,
+        subject_id: str,
+        consent: CapturedConsent,
+        *,
+        gpc: bool = False,
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         caller.require("consents:write")
         self._check_purpose(caller, consent.purpose)
         event = msgspec.to_builtins(consent)
         event["source"] = f"channel:{caller.client_id}"
-        return await self.upstream.record_consent(subject_id, event, gpc=gpc)
+        # Keys are the channel's own: scoped by client so two channels' keys never collide.
+        scoped_key = f"{caller.client_id}:{idempotency_key}" if idempotency_key else None
+        return await self.upstream.record_consent(subject_id, event, gpc=gpc, idempotency_key=scoped_key)
 
     async def confirm_consent(self, caller: Caller, confirmation: ConsentConfirmation) -> dict[str, Any]:
         """Double opt-in: the token proves the shopper opened the link; the channel only hands it on."""

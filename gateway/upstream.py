@@ -107,9 +107,13 @@ class Upstream:
     async def profile(self, subject_id: str) -> StoredProfile:
         return await self._call("preferences", "GET", f"/v1/subjects/{subject_id}/profile", StoredProfile)
 
-    async def record_consent(self, subject_id: str, event: dict[str, Any], *, gpc: bool = False) -> dict[str, Any]:
+    async def record_consent(
+        self, subject_id: str, event: dict[str, Any], *, gpc: bool = False, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         path = f"/v1/subjects/{subject_id}/events"
-        headers = {"Sec-GPC": "1"} if gpc else None
+        headers = {"Sec-GPC": "1"} if gpc else {}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         return await self._call("consent", "POST", path, dict[str, Any], json=event, extra_headers=headers)
 
     async def confirm_consent(self, confirmation: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import HeaderParameter, Parameter
@@ -18,6 +19,8 @@ from services.consent.schemas import (
     ConsentHistory,
     GpcOutcome,
     GpcSignal,
+    ImportBatch,
+    ImportResult,
     PurposeOut,
     ReceiptOut,
     ReconsentNeeded,
@@ -49,6 +52,25 @@ GpcHeader = Annotated[
 ]
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[!-~]+$",
+        description="Repeat a write safely: the same key with the same request answers as the first time",
+    ),
+]
+
+
+async def fingerprint(request: Request[Any, Any, Any]) -> str:
+    """What makes two requests the same request: method, path and body."""
+    digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
+    digest.update(await request.body())
+    return digest.hexdigest()
+
+
 @get("/.well-known/jwks.json", summary="Public keys that verify consent receipts", sync_to_thread=False)
 def receipt_keys(state: State) -> dict[str, Any]:
     keys: SigningKeys = state.signing_keys
@@ -72,9 +94,38 @@ class ConsentController(Controller):
         responses=problem_responses(400, 401, 413, 415, 422),
     )
     async def record_event(
-        self, subject_id: SubjectIdPath, data: RecordConsent, consents: ConsentService, sec_gpc: GpcHeader = None
+        self,
+        request: Request[Any, Any, Any],
+        subject_id: SubjectIdPath,
+        data: RecordConsent,
+        consents: ConsentService,
+        sec_gpc: GpcHeader = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> RecordedConsent:
-        return await consents.record(subject_id, data, gpc=sec_gpc == "1")
+        return await consents.once(
+            idempotency_key,
+            await fingerprint(request),
+            lambda: consents.record(subject_id, data, gpc=sec_gpc == "1"),
+            RecordedConsent,
+        )
+
+    @post(
+        "/imports",
+        summary="Import consents collected elsewhere (CSV or NDJSON): every row or none, re-runs change nothing",
+        status_code=HTTP_200_OK,
+        request_max_body_size=5 * 1024 * 1024,
+        responses=problem_responses(400, 401, 413, 415, 422),
+    )
+    async def import_batch(
+        self,
+        request: Request[Any, Any, Any],
+        data: ImportBatch,
+        consents: ConsentService,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> ImportResult:
+        return await consents.once(
+            idempotency_key, await fingerprint(request), lambda: consents.import_batch(data), ImportResult
+        )
 
     @post(
         "/confirmations",
@@ -82,8 +133,16 @@ class ConsentController(Controller):
         status_code=HTTP_201_CREATED,
         responses=problem_responses(400, 401, 409, 413, 415, 422),
     )
-    async def confirm(self, data: ConfirmConsent, consents: ConsentService) -> RecordedConsent:
-        return await consents.confirm(data)
+    async def confirm(
+        self,
+        request: Request[Any, Any, Any],
+        data: ConfirmConsent,
+        consents: ConsentService,
+        idempotency_key: IdempotencyKeyHeader = None,
+    ) -> RecordedConsent:
+        return await consents.once(
+            idempotency_key, await fingerprint(request), lambda: consents.confirm(data), RecordedConsent
+        )
 
     @post(
         "/subjects/{subject_id:str}/gpc",

@@ -10,10 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ConsentChain", "ConsentEvent", "ConsentState", "LedgerErasurePermit"]
+__all__ = ["ConsentChain", "ConsentEvent", "ConsentState", "IdempotencyRecord", "LedgerErasurePermit"]
 
 
 class ConsentChain(SQLModel, table=True):
@@ -63,6 +63,17 @@ class ConsentState(SQLModel, table=True):
     event_id: str = Field(max_length=36)
     notice_version: int | None = None
     expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The answer to a write made with an ``Idempotency-Key``, replayed when the key comes again."""
+
+    __tablename__ = "idempotency_record"
+
+    key: str = Field(primary_key=True, max_length=256)
+    fingerprint: str = Field(max_length=64)
+    response: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class LedgerErasurePermit(SQLModel, table=True):

@@ -18,13 +18,15 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
-from services.consent.models import ConsentChain, ConsentEvent, ConsentState
+from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord
+from tillit.types import as_utc
 
 __all__ = ["ConsentRepository"]
 
 _chain = ConsentChain.__table__  # type: ignore[attr-defined]
 _event = ConsentEvent.__table__  # type: ignore[attr-defined]
 _state = ConsentState.__table__  # type: ignore[attr-defined]
+_idempotency = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 
 
 class ConsentRepository:
@@ -91,6 +93,36 @@ class ConsentRepository:
 
     async def state(self, subject_id: str, purpose: str) -> ConsentState | None:
         return await self.session.get(ConsentState, (subject_id, purpose), populate_existing=True)
+
+    async def claim_idempotency_key(self, key: str, fingerprint: str, now: datetime) -> IdempotencyRecord | None:
+        """Claim ``key`` for this transaction; the earlier record if another request holds it.
+
+        On PostgreSQL a concurrent claim of the same key waits here until the first transaction
+        ends, then sees its answer; if that one rolled back, the claim goes through.
+        """
+        claimed = await self.session.exec(  # type: ignore[call-overload]
+            self._dialect.insert(IdempotencyRecord)
+            .values(key=key, fingerprint=fingerprint, response=None, created_at=now)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(_idempotency.c.key)
+        )
+        if claimed.first() is not None:
+            return None
+        return await self.session.get(IdempotencyRecord, key, populate_existing=True)
+
+    async def complete_idempotency_key(self, key: str, response: bytes) -> None:
+        await self.session.exec(  # type: ignore[call-overload]
+            update(_idempotency).where(_idempotency.c.key == key).values(response=response)
+        )
+
+    async def imported(self, subject_ids: Sequence[str]) -> set[tuple[str, str, str, datetime]]:
+        """(subject, purpose, action, collected_at) of every imported event of these subjects."""
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(_event.c.subject_id, _event.c.purpose, _event.c.action, _event.c.collected_at).where(
+                _event.c.subject_id.in_(subject_ids), _event.c.source == "import"
+            )
+        )
+        return {(row.subject_id, row.purpose, row.action, as_utc(row.collected_at)) for row in result}
 
     async def lapsed(self, now: datetime, limit: int) -> Sequence[tuple[str, str]]:
         """(subject, purpose) pairs whose given consent has passed its expiry and has no event saying so."""

@@ -20,6 +20,8 @@ __all__ = [
     "Evidence",
     "GpcOutcome",
     "GpcSignal",
+    "ImportBatch",
+    "ImportResult",
     "NoticeShown",
     "PendingConfirmation",
     "PurposeOut",
@@ -127,6 +129,23 @@ class GpcOutcome(msgspec.Struct):
     subject_id: str
     refused: list[RecordedConsent]
     """Sale-or-sharing purposes refused now; purposes already off or explicitly opted into since are left."""
+
+
+class ImportBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Consents collected elsewhere: CSV with a header row, or NDJSON; one consent per row.
+
+    Columns / keys: subject_id, purpose, action (give, refuse, withdraw), collected_at (ISO 8601 with
+    time zone), and optionally notice_version, language, ip, page.
+    """
+
+    format: Literal["csv", "ndjson"]
+    content: Annotated[str, msgspec.Meta(min_length=1, max_length=4 * 1024 * 1024)]
+
+
+class ImportResult(msgspec.Struct):
+    rows: int
+    recorded: int
+    already_imported: int
 
 
 class ReceiptOut(msgspec.Struct):

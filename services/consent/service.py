@@ -5,15 +5,16 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 from joserfc.jwk import KeySet, OKPKey
 
 from services.consent.chain import LedgerReport, LedgerVerifier, event_hash, personal_digest
 from services.consent.confirmations import ConfirmationError, issue_confirmation, read_confirmation
+from services.consent.imports import parse_batch
 from services.consent.models import ConsentState
 from services.consent.receipts import ReceiptFacts, build_receipt, sign_receipt
 from services.consent.repository import ConsentRepository
@@ -24,6 +25,8 @@ from services.consent.schemas import (
     ConsentStatusOut,
     Evidence,
     GpcOutcome,
+    ImportBatch,
+    ImportResult,
     NoticeShown,
     PendingConfirmation,
     PurposeOut,
@@ -40,6 +43,7 @@ from tillit.types import as_utc, utcnow
 
 __all__ = ["CLOCK_SKEW", "ConsentService", "SigningKeys", "truncate_ip"]
 
+T = TypeVar("T")
 _ACTIONS = {"give": "given", "refuse": "refused", "withdraw": "withdrawn"}
 _STATUS_AFTER = {
     "given": "given",
@@ -172,7 +176,8 @@ class ConsentService:
         """
         chain = await self.repository.lock_chain(subject_id, self.clock())
         now = self.clock()
-        collected_at = collected_at or now
+        # Stored as UTC: SQLite keeps no offset, so 08:30+01:00 would come back as 08:30 UTC.
+        collected_at = as_utc(collected_at) if collected_at else now
         event_id = str(uuid.uuid4())
         salt = secrets.token_hex(16)
         personal = personal_digest(salt, subject_id, evidence)
@@ -339,6 +344,55 @@ class ConsentService:
 
     async def lapsed(self, limit: int = 500) -> Sequence[tuple[str, str]]:
         return await self.repository.lapsed(self.clock(), limit)
+
+    async def once(self, key: str | None, fingerprint: str, produce: Callable[[], Awaitable[T]], answer: type[T]) -> T:
+        """Run ``produce`` once per ``Idempotency-Key``: a repeat gets the first answer again."""
+        if key is None:
+            return await produce()
+        earlier = await self.repository.claim_idempotency_key(key, fingerprint, self.clock())
+        if earlier is not None:
+            if earlier.fingerprint != fingerprint:
+                raise Unprocessable(
+                    f"Idempotency-Key {key!r} was already used for a different request", slug="idempotency-key-reused"
+                )
+            if earlier.response is None:
+                raise Conflict(f"a request with Idempotency-Key {key!r} is still running", slug="idempotency-in-flight")
+            return msgspec.json.decode(earlier.response, type=answer)
+        result = await produce()
+        await self.repository.complete_idempotency_key(key, msgspec.json.encode(result))
+        return result
+
+    async def import_batch(self, batch: ImportBatch) -> ImportResult:
+        """All rows or none: every problem is listed by line and nothing is written if there is one."""
+        rows, problems = parse_batch(batch.content, batch.format, self.policy, self.clock(), CLOCK_SKEW)
+        if problems:
+            raise Unprocessable(
+                f"{len(problems)} row(s) of the batch cannot be imported; nothing was written "
+                f"(first: line {problems[0].line}: {problems[0].problem})",
+                slug="import-rejected",
+                errors=[msgspec.to_builtins(problem) for problem in problems],
+            )
+        done = await self.repository.imported(sorted({row.subject_id for _, row in rows}))
+        recorded = 0
+        for _, row in sorted(rows, key=lambda item: (item[1].subject_id, item[1].collected_at)):
+            action = _ACTIONS[row.action]
+            identity = (row.subject_id, row.purpose, action, row.collected_at)
+            if identity in done:
+                continue
+            done.add(identity)
+            evidence = Evidence(ip=truncate_ip(row.ip), page=row.page, language=row.language)
+            event = await self._append(
+                row.subject_id,
+                purpose=row.purpose,
+                action=action,
+                notice_version=self._notice_version(row.purpose, row.notice_version, row.collected_at),
+                source="import",
+                collected_at=row.collected_at,
+                evidence=msgspec.to_builtins(evidence),
+            )
+            await self._project(event)
+            recorded += 1
+        return ImportResult(rows=len(rows), recorded=recorded, already_imported=len(rows) - recorded)
 
     async def current(self, subject_id: str) -> SubjectConsents:
         now = self.clock()

@@ -1,0 +1,98 @@
+"""Consent features a channel meets through the gateway, against the running processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.platform import RunningPlatform
+
+pytestmark = pytest.mark.slow
+
+ADS = "marketing.advertising.third_party.targeted"
+PROFILED = "personalize.content.profiled"
+
+
+def capture(
+    stack: RunningPlatform, channel: str, subject: str, body: dict[str, object], **headers: str
+) -> httpx.Response:
+    return httpx.post(
+        f"{stack.gateway}/v1/subjects/{subject}/consents", json=body, headers={**stack.auth(channel), **headers}
+    )
+
+
+def history(stack: RunningPlatform, subject: str) -> list[dict[str, object]]:
+    response = httpx.get(
+        f"{stack.url('consent')}/v1/subjects/{subject}/history", headers=stack.service_headers("consent")
+    )
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def test_a_retried_capture_with_the_same_idempotency_key_is_recorded_once(stack: RunningPlatform) -> None:
+    subject = stack.new_shopper({"email": "retry@example.com"})
+    body = {"purpose": "marketing.communications.email", "action": "withdraw"}
+    key = str(uuid.uuid4())
+    first = capture(stack, "email", subject, body, **{"Idempotency-Key": key})
+    second = capture(stack, "email", subject, body, **{"Idempotency-Key": key})
+    assert first.status_code == second.status_code == 201
+    assert first.json()["event"]["id"] == second.json()["event"]["id"]
+    assert len(history(stack, subject)) == 1
+    other = capture(stack, "email", subject, {**body, "action": "give"}, **{"Idempotency-Key": key})
+    assert other.status_code == 422
+    assert other.json()["type"] == "urn:tillit:problem:idempotency-key-reused"
+
+
+def test_a_gpc_signal_passed_on_by_a_channel_refuses_sale_and_sharing(stack: RunningPlatform) -> None:
+    subject = stack.new_shopper({"email": "gpc@example.com"}, consents=((ADS, "give"),))
+    recorded = capture(stack, "web", subject, {"purpose": PROFILED, "action": "give"}, **{"Sec-GPC": "1"})
+    assert recorded.status_code == 201, recorded.text
+    actions = {(event["purpose"], event["action"], event["source"]) for event in history(stack, subject)}
+    assert (ADS, "refused", "gpc") in actions
+    ads = httpx.get(
+        f"{stack.gateway}/v1/subjects/{subject}/profile", params={"purpose": ADS}, headers=stack.auth("ads")
+    ).json()
+    assert ads["fields"] == {}
+
+
+def test_a_receipt_verifies_offline_against_the_keys_the_gateway_publishes(
+    stack: RunningPlatform, tmp_path: Path
+) -> None:
+    subject = stack.new_shopper({"email": "receipt@example.com"})
+    recorded = capture(stack, "web", subject, {"purpose": PROFILED, "action": "give", "evidence": {"language": "et"}})
+    receipt = recorded.json()["receipt"]
+    path = tmp_path / "receipt.jws"
+    path.write_text(receipt)
+    keys = f"{stack.gateway}/.well-known/consent-receipt-keys.json"
+    good = subprocess.run(
+        [sys.executable, "-m", "tillit", "receipt", "verify", str(path), "--jwks", keys],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert good.returncode == 0, good.stderr
+    assert subject in good.stdout
+    header, payload, signature = receipt.split(".")
+    path.write_text(f"{header}.{payload[:-2]}{'AA' if not payload.endswith('AA') else 'BB'}.{signature}")
+    bad = subprocess.run(
+        [sys.executable, "-m", "tillit", "receipt", "verify", str(path), "--jwks", keys],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "NOT verified" in bad.stderr
+
+
+def test_ledger_verify_from_the_command_line(stack: RunningPlatform) -> None:
+    stack.new_shopper({"email": "cli@example.com"}, consents=((PROFILED, "give"), (PROFILED, "withdraw")))
+    result = subprocess.run(
+        [sys.executable, "-m", "tillit", "ledger", "verify"], env=stack.env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ledger intact" in result.stdout
