@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import uuid
@@ -87,6 +88,35 @@ def test_a_receipt_verifies_offline_against_the_keys_the_gateway_publishes(
     )
     assert bad.returncode == 1
     assert "NOT verified" in bad.stderr
+
+
+def test_ledger_verify_over_http_sees_one_snapshot_while_writes_go_on(stack: RunningPlatform) -> None:
+    subjects = [stack.new_shopper({"email": f"v{i}@example.com"}, consents=((PROFILED, "give"),)) for i in range(3)]
+    url = f"{stack.url('consent')}/v1/ledger/verify"
+
+    async def run() -> list[dict[str, object]]:
+        async with httpx.AsyncClient(headers=stack.service_headers("consent"), timeout=30) as client:
+
+            async def write(subject: str) -> None:
+                for action in ("withdraw", "give") * 5:
+                    body = {"purpose": PROFILED, "action": action, "source": "preference_page"}
+                    (
+                        await client.post(f"{stack.url('consent')}/v1/subjects/{subject}/events", json=body)
+                    ).raise_for_status()
+
+            async def verify() -> list[dict[str, object]]:
+                reports = []
+                for _ in range(5):
+                    response = await client.get(url)
+                    response.raise_for_status()
+                    reports.append(response.json())
+                return reports
+
+            *_, reports = await asyncio.gather(*(write(subject) for subject in subjects), verify())
+            return reports
+
+    reports = asyncio.run(run())
+    assert all(report["ok"] for report in reports), [r for r in reports if not r["ok"]]
 
 
 def test_ledger_verify_from_the_command_line(stack: RunningPlatform) -> None:

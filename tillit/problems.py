@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
@@ -241,8 +242,23 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Pro
     return _respond(request, problem, {})
 
 
+def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[Problem]:
+    """A dropped or unreachable database is a 503 the caller may retry; anything else stays a 500."""
+    if not exc.connection_invalidated and not isinstance(exc, OperationalError | InterfaceError):
+        return _unexpected(request, exc)
+    _log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    problem = Problem(
+        type=problem_type("database-unavailable"),
+        title="A dependency is unavailable",
+        status=503,
+        detail="the database could not be reached; nothing was changed, try again",
+    )
+    return _respond(request, problem, {"Retry-After": "1"})
+
+
 exception_handlers: ExceptionHandlersMap = {
     TillitError: _tillit_error,
+    DBAPIError: _database_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,
     Exception: _unexpected,

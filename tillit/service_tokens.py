@@ -24,6 +24,7 @@ __all__ = ["GATEWAY_ISSUER", "ServiceTokenIssuer", "ServiceTokenVerifier", "requ
 
 GATEWAY_ISSUER = "tillit-gateway"
 _ALGORITHMS = [SIGNING_ALGORITHM]
+_VERIFIED_CACHE_SIZE = 256
 
 
 class ServiceTokenIssuer:
@@ -67,16 +68,28 @@ class ServiceTokenVerifier:
             aud={"essential": True, "value": audience},
             exp={"essential": True},
         )
+        self._verified: dict[str, tuple[float, dict[str, Any]]] = {}
 
     def verify(self, authorization: str | None) -> dict[str, Any]:
+        """The token's claims; a token already verified is trusted again until it expires.
+
+        The gateway reuses one token per service for most of its lifetime, so checking the ECDSA
+        signature once per token instead of once per request saves ~0.1 ms of CPU per call.
+        """
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("a service token is required (Authorization: Bearer ...)")
         raw = authorization[7:].strip()
+        cached = self._verified.get(raw)
+        if cached is not None and cached[0] > time.time():
+            return cached[1]
         try:
             token = jwt.decode(raw, self._keys, algorithms=_ALGORITHMS)
             self._claims.validate(token.claims)
         except (JoseError, ValueError) as exc:
             raise Unauthorized(f"the service token is not valid: {exc}") from exc
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[raw] = (float(token.claims["exp"]), token.claims)
         return token.claims
 
 

@@ -29,6 +29,7 @@ from services.consent.schemas import (
     SubjectConsents,
 )
 from services.consent.service import ConsentService, SigningKeys
+from tillit.db import provide_read_session
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
 from tillit.types import SubjectIdPath
@@ -51,6 +52,9 @@ GpcHeader = Annotated[
     ),
 ]
 
+
+READ_ONLY = {"session": Provide(provide_read_session)}
+"""Handlers that only read take an autocommit session: no BEGIN and COMMIT round trips."""
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -83,7 +87,12 @@ class ConsentController(Controller):
     guards = [require_service_token]
     dependencies = {"consents": Provide(provide_consent_service, sync_to_thread=False)}
 
-    @get("/purposes", summary="Purposes declared in the policy", responses=problem_responses(401))
+    @get(
+        "/purposes",
+        summary="Purposes declared in the policy",
+        dependencies=READ_ONLY,
+        responses=problem_responses(401),
+    )
     async def list_purposes(self, consents: ConsentService) -> list[PurposeOut]:
         return consents.purposes()
 
@@ -156,6 +165,7 @@ class ConsentController(Controller):
     @get(
         "/subjects/{subject_id:str}/reconsent",
         summary="Purposes a material notice change asks the subject to consent to again",
+        dependencies=READ_ONLY,
         responses=problem_responses(400, 401),
     )
     async def reconsent(self, subject_id: SubjectIdPath, consents: ConsentService) -> ReconsentNeeded:
@@ -164,6 +174,7 @@ class ConsentController(Controller):
     @get(
         "/subjects/{subject_id:str}/receipts/{event_id:str}",
         summary="The signed Kantara consent receipt of one given or withdrawn event",
+        dependencies=READ_ONLY,
         responses=problem_responses(400, 401, 404),
     )
     async def receipt(self, subject_id: SubjectIdPath, event_id: EventIdPath, consents: ConsentService) -> ReceiptOut:
@@ -172,6 +183,7 @@ class ConsentController(Controller):
     @get(
         "/subjects/{subject_id:str}/consents",
         summary="Current consent state of one subject",
+        dependencies=READ_ONLY,
         responses=problem_responses(400, 401),
     )
     async def current_state(self, subject_id: SubjectIdPath, consents: ConsentService) -> SubjectConsents:
@@ -180,6 +192,7 @@ class ConsentController(Controller):
     @get(
         "/subjects/{subject_id:str}/history",
         summary="Every consent event of one subject, oldest first",
+        dependencies=READ_ONLY,
         responses=problem_responses(400, 401),
     )
     async def history(self, subject_id: SubjectIdPath, consents: ConsentService) -> ConsentHistory:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import insert, update
+import msgspec
+from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
@@ -21,12 +23,53 @@ from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
 from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord
 from tillit.types import as_utc
 
-__all__ = ["ConsentRepository"]
+__all__ = ["ConsentRepository", "StateRow"]
 
 _chain = ConsentChain.__table__  # type: ignore[attr-defined]
 _event = ConsentEvent.__table__  # type: ignore[attr-defined]
 _state = ConsentState.__table__  # type: ignore[attr-defined]
 _idempotency = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+
+
+@cache
+def _write_statements(dialect_name: str) -> dict[str, Any]:
+    """The write path's statements, built once per dialect and executed with parameters.
+
+    Building a statement per request (``insert(...).values(**row)``) cost more CPU than the
+    database did; a prebuilt statement hits SQLAlchemy's compiled cache directly.
+    """
+    dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
+    chain = dialect.insert(_chain)
+    state = dialect.insert(_state)
+    return {
+        # DO UPDATE (not DO NOTHING) so that the row is locked and returned in one round trip.
+        "lock_chain": chain.on_conflict_do_update(
+            index_elements=["subject_id"], set_={"subject_id": chain.excluded.subject_id}
+        ).returning(_chain.c.chain_id, _chain.c.subject_id, _chain.c.length, _chain.c.head_hash),
+        "insert_event": insert(_event),
+        "move_head": update(_chain)
+        .where(_chain.c.chain_id == bindparam("head_chain_id"))
+        .values(length=bindparam("head_length"), head_hash=bindparam("head_hash"), updated_at=bindparam("head_at")),
+        "put_state": state.on_conflict_do_update(
+            index_elements=["subject_id", "purpose"],
+            set_={
+                name: state.excluded[name] for name in ("status", "since", "event_id", "notice_version", "expires_at")
+            },
+            where=_state.c.since <= state.excluded.since,
+        ),
+    }
+
+
+class StateRow(msgspec.Struct, frozen=True):
+    """One purpose's current state as read (lighter than the ORM model on the read path)."""
+
+    subject_id: str
+    purpose: str
+    status: str
+    since: datetime
+    event_id: str
+    notice_version: int | None
+    expires_at: datetime | None
 
 
 class ConsentRepository:
@@ -37,36 +80,40 @@ class ConsentRepository:
     def _dialect(self) -> Any:
         return postgresql if self.session.bind.dialect.name == "postgresql" else sqlite
 
+    def _statement(self, name: str) -> Any:
+        return _write_statements(self.session.bind.dialect.name)[name]
+
     async def lock_chain(self, subject_id: str, now: datetime) -> ChainHead:
         """The subject's chain head, created if missing, locked until the transaction ends.
 
-        The first statement writes, so on SQLite the transaction takes the write lock at once
-        instead of failing to upgrade a read lock; on PostgreSQL the row lock serializes writers of
-        this subject only.
+        One statement that writes: on SQLite the transaction takes the write lock at once instead of
+        failing to upgrade a read lock; on PostgreSQL the row lock serializes writers of this subject
+        only.
         """
-        await self.session.exec(  # type: ignore[call-overload]
-            self._dialect.insert(ConsentChain)
-            .values(chain_id=str(uuid.uuid4()), subject_id=subject_id, length=0, head_hash=GENESIS_HASH, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["subject_id"])
+        result = await self.session.exec(  # type: ignore[call-overload]
+            self._statement("lock_chain"),
+            params={
+                "chain_id": str(uuid.uuid4()),
+                "subject_id": subject_id,
+                "length": 0,
+                "head_hash": GENESIS_HASH,
+                "updated_at": now,
+            },
         )
-        row = (
-            await self.session.exec(  # type: ignore[call-overload]
-                core_select(_chain.c.chain_id, _chain.c.subject_id, _chain.c.length, _chain.c.head_hash)
-                .where(_chain.c.subject_id == subject_id)
-                .with_for_update()
-            )
-        ).one()
+        row = result.one()
         return ChainHead(chain_id=row.chain_id, subject_id=row.subject_id, length=row.length, head_hash=row.head_hash)
 
     async def append_event(self, event: dict[str, Any]) -> None:
         """Add one event and move its chain's head to it."""
+        await self.session.exec(self._statement("insert_event"), params=event)  # type: ignore[call-overload]
         await self.session.exec(  # type: ignore[call-overload]
-            insert(_event).values(**event)
-        )
-        await self.session.exec(  # type: ignore[call-overload]
-            update(_chain)
-            .where(_chain.c.chain_id == event["chain_id"])
-            .values(length=event["seq"], head_hash=event["hash"], updated_at=event["recorded_at"])
+            self._statement("move_head"),
+            params={
+                "head_chain_id": event["chain_id"],
+                "head_length": event["seq"],
+                "head_hash": event["hash"],
+                "head_at": event["recorded_at"],
+            },
         )
 
     async def put_state(self, state: dict[str, Any]) -> None:
@@ -75,24 +122,24 @@ class ConsentRepository:
         An event collected earlier than the one the state rests on (an import of old consents, a
         checkout box recorded late) enters the ledger but does not overturn the newer decision.
         """
-        statement = self._dialect.insert(ConsentState).values(**state)
-        statement = statement.on_conflict_do_update(
-            index_elements=["subject_id", "purpose"],
-            set_={key: statement.excluded[key] for key in state if key not in ("subject_id", "purpose")},
-            where=_state.c.since <= statement.excluded.since,
-        )
-        await self.session.exec(  # type: ignore[call-overload]
-            statement
-        )
-
-    async def states_for(self, subject_id: str) -> Sequence[ConsentState]:
-        result = await self.session.exec(
-            select(ConsentState).where(ConsentState.subject_id == subject_id).order_by(ConsentState.purpose)  # type: ignore[arg-type]
-        )
-        return result.all()
+        await self.session.exec(self._statement("put_state"), params=state)  # type: ignore[call-overload]
 
     async def state(self, subject_id: str, purpose: str) -> ConsentState | None:
         return await self.session.get(ConsentState, (subject_id, purpose), populate_existing=True)
+
+    async def states_for(self, subject_id: str) -> list[StateRow]:
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(*(_state.c[name] for name in StateRow.__struct_fields__))
+            .where(_state.c.subject_id == subject_id)
+            .order_by(_state.c.purpose)
+        )
+        return [StateRow(*row) for row in result]
+
+    async def events_for(self, subject_id: str) -> Sequence[ConsentEvent]:
+        result = await self.session.exec(
+            select(ConsentEvent).where(ConsentEvent.subject_id == subject_id).order_by(ConsentEvent.seq)  # type: ignore[arg-type]
+        )
+        return result.all()
 
     async def claim_idempotency_key(self, key: str, fingerprint: str, now: datetime) -> IdempotencyRecord | None:
         """Claim ``key`` for this transaction; the earlier record if another request holds it.
@@ -134,17 +181,24 @@ class ConsentRepository:
         )
         return [(row.subject_id, row.purpose) for row in result]
 
-    async def events_for(self, subject_id: str) -> Sequence[ConsentEvent]:
-        result = await self.session.exec(
-            select(ConsentEvent).where(ConsentEvent.subject_id == subject_id).order_by(ConsentEvent.seq)  # type: ignore[arg-type]
-        )
-        return result.all()
-
     async def event(self, subject_id: str, event_id: str) -> ConsentEvent | None:
         result = await self.session.exec(
             select(ConsentEvent).where(ConsentEvent.subject_id == subject_id, ConsentEvent.id == event_id)  # type: ignore[arg-type]
         )
         return result.first()
+
+    async def snapshot(self) -> None:
+        """Read everything that follows from one snapshot (PostgreSQL REPEATABLE READ).
+
+        Verification reads the chain heads first and the events after; without one snapshot, an
+        event appended in between would look like an insertion. Python's sqlite3 opens no
+        transaction for reads, so on SQLite an explicit BEGIN makes the reads one WAL snapshot.
+        Must come before the transaction's first statement.
+        """
+        if self.session.bind.dialect.name == "postgresql":
+            await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        else:
+            await self.session.exec(text("BEGIN"))  # type: ignore[call-overload]
 
     async def chain_heads(self) -> dict[str, ChainHead]:
         rows = await self.session.exec(  # type: ignore[call-overload]

@@ -17,7 +17,7 @@ from services.consent.confirmations import ConfirmationError, issue_confirmation
 from services.consent.imports import parse_batch
 from services.consent.models import ConsentState
 from services.consent.receipts import ReceiptFacts, build_receipt, sign_receipt
-from services.consent.repository import ConsentRepository
+from services.consent.repository import ConsentRepository, StateRow
 from services.consent.schemas import (
     ConfirmConsent,
     ConsentEventOut,
@@ -433,6 +433,7 @@ class ConsentService:
         return ReceiptOut(event_id=event_id, receipt=self._receipt(event.model_dump()))
 
     async def verify(self) -> LedgerReport:
+        await self.repository.snapshot()
         verifier = LedgerVerifier(await self.repository.chain_heads())
         async for event in self.repository.stream_ledger():
             if not verifier.feed(event):
@@ -462,7 +463,7 @@ class ConsentService:
             notice=shown,
         )
 
-    def _status_out(self, state: ConsentState, now: datetime) -> ConsentStatusOut:
+    def _status_out(self, state: ConsentState | StateRow, now: datetime) -> ConsentStatusOut:
         expires_at = as_utc(state.expires_at) if state.expires_at else None
         expired = state.status == "given" and expires_at is not None and expires_at <= now
         stale = (
