@@ -167,11 +167,13 @@ def create_internal_service(
     check_policy: Callable[[Policy], None] | None = None,
     state: Callable[[Settings], dict[str, Any]] | None = None,
     background: Callable[[Settings], tuple[StartupHook, StartupHook]] | None = None,
+    on_startup: Sequence[StartupHook] = (),
 ) -> Litestar:
     """An internal service: own database, the policy in ``state.policy``, gateway tokens required.
 
     ``state`` builds the service's own additions to the application state from its settings;
-    ``background`` gives start and stop hooks of work the service runs beside its requests.
+    ``background`` gives start and stop hooks of work the service runs beside its requests;
+    ``on_startup`` hooks run once the database is migrated, before any request.
     """
     settings = load_settings(component)
     policy = load_policy(settings.policy_dir)
@@ -185,7 +187,7 @@ def create_internal_service(
         description=f"{description} Internal: callers need a gateway service token.",
         route_handlers=route_handlers,
         migrations=migrations,
-        on_startup=[start] if start else [],
+        on_startup=[*on_startup, *([start] if start else [])],
         on_shutdown=[stop] if stop else [],
         state={"policy": policy, "service_token_verifier": verifier, **(state(settings) if state else {})},
     )

@@ -9,9 +9,11 @@ from litestar import Litestar
 
 from services.consent.api import ConsentController, receipt_keys
 from services.consent.expiry import expiry_sweeper
+from services.consent.repository import ConsentRepository
 from services.consent.requests.api import RequestController
-from services.consent.service import SigningKeys
+from services.consent.service import ConsentService, SigningKeys
 from tillit.app import create_internal_service
+from tillit.db import Database
 from tillit.keys import RECEIPT_KEY, load_public_keys, load_receipt_key
 from tillit.policy import Policy
 from tillit.settings import Settings
@@ -38,6 +40,12 @@ def signing_state(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def register_notices(app: Litestar) -> None:
+    database: Database = app.state.database
+    async with database.sessionmaker() as session, session.begin():
+        await ConsentService(ConsentRepository(session), app.state.policy).register_notices()
+
+
 def create_app() -> Litestar:
     return create_internal_service(
         "consent",
@@ -52,4 +60,5 @@ def create_app() -> Litestar:
         check_policy=require_controller,
         state=signing_state,
         background=lambda settings: expiry_sweeper(settings.expiry_sweep_seconds),
+        on_startup=[register_notices],
     )

@@ -13,7 +13,14 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ConsentChain", "ConsentEvent", "ConsentState", "IdempotencyRecord", "LedgerErasurePermit"]
+__all__ = [
+    "ConsentChain",
+    "ConsentEvent",
+    "ConsentState",
+    "IdempotencyRecord",
+    "LedgerErasurePermit",
+    "PublishedNotice",
+]
 
 
 class ConsentChain(SQLModel, table=True):
@@ -74,6 +81,17 @@ class IdempotencyRecord(SQLModel, table=True):
     fingerprint: str = Field(max_length=64)
     response: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PublishedNotice(SQLModel, table=True):
+    """The fingerprint of a notice version as first published; consents point at these versions."""
+
+    __tablename__ = "published_notice"
+
+    purpose: str = Field(primary_key=True, max_length=100)
+    version: int = Field(primary_key=True)
+    digest: str = Field(max_length=64)
+    first_seen_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class LedgerErasurePermit(SQLModel, table=True):

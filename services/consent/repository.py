@@ -20,7 +20,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
-from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord
+from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord, PublishedNotice
 from tillit.types import as_utc
 
 __all__ = ["ConsentRepository", "StateRow"]
@@ -186,6 +186,17 @@ class ConsentRepository:
             select(ConsentEvent).where(ConsentEvent.subject_id == subject_id, ConsentEvent.id == event_id)  # type: ignore[arg-type]
         )
         return result.first()
+
+    async def published_notices(self) -> dict[tuple[str, int], str]:
+        result = await self.session.exec(select(PublishedNotice))
+        return {(notice.purpose, notice.version): notice.digest for notice in result.all()}
+
+    async def publish_notice(self, purpose: str, version: int, digest: str, now: datetime) -> None:
+        await self.session.exec(  # type: ignore[call-overload]
+            self._dialect.insert(PublishedNotice)
+            .values(purpose=purpose, version=version, digest=digest, first_seen_at=now)
+            .on_conflict_do_nothing(index_elements=["purpose", "version"])
+        )
 
     async def snapshot(self) -> None:
         """Read everything that follows from one snapshot (PostgreSQL REPEATABLE READ).

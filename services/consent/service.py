@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import secrets
 import uuid
@@ -37,7 +38,7 @@ from services.consent.schemas import (
     RecordedConsent,
     SubjectConsents,
 )
-from tillit.policy import Policy
+from tillit.policy import Policy, PolicyError
 from tillit.problems import BadRequest, Conflict, NotFound, Unprocessable
 from tillit.types import as_utc, utcnow
 
@@ -393,6 +394,28 @@ class ConsentService:
             await self._project(event)
             recorded += 1
         return ImportResult(rows=len(rows), recorded=recorded, already_imported=len(rows) - recorded)
+
+    async def register_notices(self) -> None:
+        """Record each notice version's fingerprint when first seen; refuse a published text that changed.
+
+        Consents point at a notice version, and the history shows that version's text: editing a
+        published version would rewrite what shoppers agreed to. Publish a new version instead.
+        """
+        known = await self.repository.published_notices()
+        now = self.clock()
+        for purpose, versions in self.policy.notices.items():
+            for notice in versions:
+                digest = hashlib.sha256(msgspec.json.encode(notice, order="sorted")).hexdigest()
+                published = known.get((purpose, notice.version))
+                if published is None:
+                    await self.repository.publish_notice(purpose, notice.version, digest, now)
+                elif published != digest:
+                    raise PolicyError(
+                        next((source for source in self.policy.sources if "notice" in source), self.policy.sources[0]),
+                        f"notices.{purpose}[{notice.version - 1}]",
+                        f"version {notice.version} was published with other content; a published notice never "
+                        f"changes (consents point at it): restore it and publish version {len(versions) + 1}",
+                    )
 
     async def current(self, subject_id: str) -> SubjectConsents:
         now = self.clock()

@@ -12,7 +12,7 @@ from services.consent.receipts import verify_receipt
 from services.consent.schemas import ConfirmConsent, Evidence
 from services.consent.tests.support import KEYS, POLICY, PROFILED, SMS, consent_service, record, verify
 from tillit.db import Database
-from tillit.policy import Policy, load_policy
+from tillit.policy import Policy, PolicyError, load_policy
 from tillit.problems import Conflict, NotFound, Unprocessable
 from tillit.settings import REPO_ROOT
 
@@ -182,3 +182,20 @@ async def test_given_and_withdrawn_events_come_with_a_verifiable_receipt(databas
             await service.receipt("astrid", refused.event.id)
         with pytest.raises(NotFound):
             await service.receipt("lars", given.event.id)
+
+
+async def test_a_published_notice_text_cannot_change(database: Database, tmp_path: Path) -> None:
+    async with consent_service(database) as service:
+        await service.register_notices()
+    async with consent_service(database) as service:
+        await service.register_notices()
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for source in (REPO_ROOT / "policies").glob("*.yaml"):
+        text = source.read_text(encoding="utf-8")
+        (edited / source.name).write_text(text.replace("About two e-mails a week", "Daily e-mails"), encoding="utf-8")
+    with pytest.raises(PolicyError, match="version 1 was published with other content") as caught:
+        async with consent_service(database, load_policy(edited)) as service:
+            await service.register_notices()
+    assert caught.value.key == "notices.marketing.communications.email[0]"
+    assert caught.value.file.endswith("notices.yaml")
