@@ -143,8 +143,7 @@ class ConsentService:
         return current.version if current is not None else None
 
     async def _record(self, subject_id: str, **event_fields: Any) -> RecordedConsent:
-        event = await self._append(subject_id, **event_fields)
-        state = await self._project(event)
+        event, state = await self._append(subject_id, **event_fields)
         now = event["recorded_at"]
         confirmation = None
         if event["action"] == "pending":
@@ -168,12 +167,12 @@ class ConsentService:
         source: str,
         collected_at: datetime | None,
         evidence: dict[str, Any],
-    ) -> dict[str, Any]:
-        """Chain one event onto the subject's ledger (the chain head stays locked until commit).
+    ) -> tuple[dict[str, Any], ConsentState | StateRow]:
+        """Chain one event onto the subject's ledger and derive the purpose's state, in one transaction.
 
-        The clock is read once the chain is locked, so a subject's events are recorded in time order
-        and the state projection (latest ``collected_at`` wins) agrees with the ledger's order.
-        ``collected_at`` None means "now".
+        The chain head stays locked until commit. The clock is read once it is locked, so a subject's
+        events are recorded in time order and the state (latest ``collected_at`` wins) agrees with
+        the ledger's order. ``collected_at`` None means "now".
         """
         chain = await self.repository.lock_chain(subject_id, self.clock())
         now = self.clock()
@@ -212,26 +211,21 @@ class ConsentService:
                 personal=personal,
             ),
         }
-        await self.repository.append_event(event)
-        return event
-
-    async def _project(self, event: dict[str, Any]) -> ConsentState:
-        """Derive the purpose's current state from the event just appended, in the same transaction."""
-        status = _STATUS_AFTER[event["action"]]
+        status = _STATUS_AFTER[action]
         state = ConsentState(
-            subject_id=event["subject_id"],
-            purpose=event["purpose"],
+            subject_id=subject_id,
+            purpose=purpose,
             status=status,
-            since=event["collected_at"],
-            event_id=event["id"],
-            notice_version=event["notice_version"],
-            expires_at=self.policy.expires_at(event["purpose"], event["collected_at"]) if status == "given" else None,
+            since=collected_at,
+            event_id=event_id,
+            notice_version=notice_version,
+            expires_at=self.policy.expires_at(purpose, collected_at) if status == "given" else None,
         )
-        await self.repository.put_state(state.model_dump())
-        if event["collected_at"] < event["recorded_at"]:
+        await self.repository.append(event, state.model_dump())
+        if collected_at < now:
             # Backdated: a later decision may still stand; answer with what the state really is.
-            return await self.repository.state(event["subject_id"], event["purpose"]) or state
-        return state
+            return event, await self.repository.state(subject_id, purpose) or state
+        return event, state
 
     def _keys(self) -> SigningKeys:
         if self.keys is None:
@@ -382,7 +376,7 @@ class ConsentService:
                 continue
             done.add(identity)
             evidence = Evidence(ip=truncate_ip(row.ip), page=row.page, language=row.language)
-            event = await self._append(
+            await self._append(
                 row.subject_id,
                 purpose=row.purpose,
                 action=action,
@@ -391,7 +385,6 @@ class ConsentService:
                 collected_at=row.collected_at,
                 evidence=msgspec.to_builtins(evidence),
             )
-            await self._project(event)
             recorded += 1
         return ImportResult(rows=len(rows), recorded=recorded, already_imported=len(rows) - recorded)
 

@@ -238,10 +238,10 @@ async def test_consent_collected_in_the_future_is_refused(database: Database) ->
 async def test_a_crash_mid_write_leaves_no_half_event(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     await record(database, "astrid")
 
-    async def crash(*_: Any) -> None:
-        raise RuntimeError("power cut between the ledger and the state")
+    def crash(*_: Any) -> str:
+        raise RuntimeError("power cut after the ledger was written, before the answer")
 
-    monkeypatch.setattr(ConsentRepository, "put_state", crash)
+    monkeypatch.setattr("services.consent.service.sign_receipt", crash)
     with pytest.raises(RuntimeError, match="power cut"):
         await record(database, "astrid", action="withdraw")
     monkeypatch.undo()
