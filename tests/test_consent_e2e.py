@@ -126,3 +126,31 @@ def test_ledger_verify_from_the_command_line(stack: RunningPlatform) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "ledger intact" in result.stdout
+
+
+def test_a_dpo_imports_a_csv_of_old_consents_from_the_command_line(stack: RunningPlatform, tmp_path: Path) -> None:
+    subject = f"imported-{uuid.uuid4().hex[:8]}"
+    good = tmp_path / "consents.csv"
+    good.write_text(
+        "subject_id,purpose,action,collected_at\n"
+        f"{subject},{PROFILED},give,2026-03-01T09:00:00Z\n"
+        f"{subject},{ADS},refuse,2026-03-01T09:00:00Z\n"
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"subject_id,purpose,action,collected_at\n{subject},{PROFILED},maybe,2026-03-01T09:00:00Z\n")
+
+    def run(path: Path) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tillit", "consents", "import", str(path)]
+        return subprocess.run(command, env=stack.env, capture_output=True, text=True, check=False)
+
+    refused = run(bad)
+    assert refused.returncode == 1
+    assert "line 2" in refused.stderr
+    first, again = run(good), run(good)
+    assert first.returncode == again.returncode == 0, first.stderr
+    assert "2 consents imported" in first.stdout
+    assert "0 consents imported, 2 already there" in again.stdout
+    events = history(stack, subject)
+    assert sorted((event["purpose"], event["action"], event["source"]) for event in events) == sorted(
+        [(PROFILED, "given", "import"), (ADS, "refused", "import")]
+    )

@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import msgspec
@@ -63,6 +64,42 @@ def _init_keys() -> None:
     keys_dir = load_settings("gateway").keys_dir
     for name in KEY_NAMES:
         ensure_signing_key(keys_dir, name)
+
+
+def _consents_import(path: Path, kind: str | None) -> int:
+    """Import a CSV or NDJSON file of consents into the consent service's database (all or nothing)."""
+    from services.consent.repository import ConsentRepository
+    from services.consent.schemas import ImportBatch, ImportResult
+    from services.consent.service import ConsentService
+    from tillit.db import Database
+    from tillit.problems import TillitError
+
+    settings = load_settings("consent")
+    kind = kind or ("ndjson" if path.suffix.lower() in (".ndjson", ".jsonl") else "csv")
+    try:
+        batch = ImportBatch(format=kind, content=path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+    except (OSError, UnicodeError) as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+
+    async def run() -> ImportResult:
+        database = Database(settings.database_url, settings.database_schema)
+        try:
+            async with database.sessionmaker() as session, session.begin():
+                service = ConsentService(ConsentRepository(session), load_policy(settings.policy_dir))
+                return await service.import_batch(batch)
+        finally:
+            await database.dispose()
+
+    try:
+        result = asyncio.run(run())
+    except TillitError as exc:
+        print(f"nothing imported: {exc.detail}", file=sys.stderr)
+        for error in exc.errors or []:
+            print(f"  line {error['line']}: {error['problem']}", file=sys.stderr)
+        return 1
+    print(f"{result.recorded} consents imported, {result.already_imported} already there, from {result.rows} rows")
+    return 0
 
 
 def _ledger_verify(as_json: bool) -> int:
@@ -204,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help="walk every hash chain; exit 1 naming the first altered, missing or inserted event"
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    consents = commands.add_parser("consents", help="consent records")
+    importing = consents.add_subparsers(dest="action", required=True).add_parser(
+        "import", help="import consents collected elsewhere (CSV or NDJSON): every row or none; re-runs change nothing"
+    )
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--format", choices=("csv", "ndjson"), help="default: from the file name")
     add_receipt_commands(commands)
     add_request_commands(commands)
     clients = commands.add_parser("clients", help="channel OAuth2 clients")
@@ -226,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         case "policy":
             return _policy_check()
+        case "consents":
+            return _consents_import(args.file, args.format)
         case "ledger":
             return _ledger_verify(args.json)
         case "receipt":
