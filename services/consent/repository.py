@@ -92,6 +92,7 @@ ON CONFLICT (subject_id, purpose) DO UPDATE SET
     notice_version = EXCLUDED.notice_version, expires_at = EXCLUDED.expires_at
 WHERE consent_state.since <= EXCLUDED.since
 """  # noqa: S608 - built from the constant column list above
+_PG_LEDGER: Final = f"SELECT {', '.join(ChainedEvent.__struct_fields__)} FROM consent_event ORDER BY chain_id, seq"  # noqa: S608
 _PG_STATES: Final = """
 SELECT subject_id, purpose, status, since, event_id, notice_version, expires_at
 FROM consent_state WHERE subject_id = $1 ORDER BY purpose
@@ -285,7 +286,16 @@ class ConsentRepository:
         return {row.chain_id: ChainHead(row.chain_id, row.subject_id, row.length, row.head_hash) for row in rows}
 
     async def stream_ledger(self, batch: int = 5_000) -> AsyncIterator[ChainedEvent]:
-        """Every event ordered by chain and position, read in batches (constant memory)."""
+        """Every event ordered by chain and position, read in batches (constant memory).
+
+        On PostgreSQL a server-side asyncpg cursor inside the snapshot transaction; SQLAlchemy's
+        row handling cost more than hashing the event did.
+        """
+        driver = await self._asyncpg()
+        if driver is not None and driver.is_in_transaction():
+            async for record in driver.cursor(_PG_LEDGER, prefetch=batch):
+                yield ChainedEvent(*record)
+            return
         columns = [_event.c[name] for name in ChainedEvent.__struct_fields__]
         result = await self.session.stream(
             core_select(*columns).order_by(_event.c.chain_id, _event.c.seq).execution_options(yield_per=batch)
