@@ -108,6 +108,8 @@ def test_up_starts_everything_with_demo_data_and_stops_every_child(
     code, output = started.stop(signum)
     assert code == 0, output
     assert "stopping every process" in output
+    stopped = output.rsplit("tillit up: stopped (", 1)[1].split(")", 1)[0]
+    assert stopped == ", ".join(f"{component}=0" for component in COMPONENTS), "a process did not exit cleanly"
     assert taken_ports(ports(up_env)) == []
 
 

@@ -124,12 +124,14 @@ class Platform:
         lines = path.read_text(errors="replace").splitlines()[-25:]
         return "\n--- end of " + str(path) + " ---\n" + "\n".join(lines)
 
-    def stop_one(self, component: str, timeout: float = 15.0) -> int | None:
+    def stop_one(self, component: str, timeout: float = 15.0, *, signalled: bool = False) -> int | None:
+        """Stop one process: SIGTERM once (a second one cuts a graceful shutdown short), then wait."""
         process = self.processes.pop(component, None)
         if process is None:
             return None
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            if not signalled:
+                process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -141,7 +143,8 @@ class Platform:
         return process.returncode
 
     def stop(self) -> dict[str, int | None]:
+        """SIGTERM every process at once, then wait for each (they shut down in parallel)."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        return {component: self.stop_one(component) for component in list(self.processes)}
+        return {component: self.stop_one(component, signalled=True) for component in list(self.processes)}
