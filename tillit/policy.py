@@ -1,6 +1,7 @@
 """The release policy: data files in ``policies/`` that compliance people read and review.
 
-Every ``*.yaml`` file in the policy directory contributes ``fields``, ``purposes`` and ``channels``;
+Every ``*.yaml`` file in the policy directory contributes ``fields``, ``purposes``, ``channels`` and
+``traits`` (what quizzes may derive about a shopper);
 a key defined twice, a key missing from the fideslang taxonomy, or a reference to something not
 declared stops loading with an error naming the file, the key and the problem. One file may also
 name the data ``controller`` that consent receipts identify (GDPR Art. 4(7), Kantara ``piiControllers``).
@@ -34,6 +35,9 @@ __all__ = [
     "PolicyError",
     "PostalAddress",
     "Purpose",
+    "Trait",
+    "TraitType",
+    "TraitValue",
     "load_policy",
 ]
 
@@ -101,6 +105,52 @@ class Channel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     description: str = ""
 
 
+TraitType = Literal["enum", "list", "number", "text"]
+TraitValue = str | int | float | list[str]
+ValueName = Annotated[str, msgspec.Meta(pattern=_NAME)]
+
+
+class Trait(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A profile trait that quizzes may derive, e.g. ``style`` or ``price_sensitivity``.
+
+    ``enum`` holds one of ``values``, ``list`` several of them (each once); ``number`` lies in
+    ``min``..``max``; ``text`` is at most ``max_length`` characters. The order of ``values`` breaks
+    ties between equal quiz scores.
+    """
+
+    type: TraitType
+    category: str
+    description: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    values: list[ValueName] = []
+    min: int | float | None = None
+    max: int | float | None = None
+    max_length: Annotated[int, msgspec.Meta(ge=1, le=2000)] | None = None
+
+    def problem_with(self, value: object) -> str | None:
+        """Why ``value`` is not a value of this trait, or ``None`` when it is."""
+        if self.type == "enum":
+            if not isinstance(value, str) or value not in self.values:
+                return f"{value!r} is not one of {', '.join(self.values)}"
+        elif self.type == "list":
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                return f"{value!r} is not a list of values"
+            unknown = [item for item in value if item not in self.values]
+            if unknown:
+                return f"{', '.join(map(repr, unknown))} not among {', '.join(self.values)}"
+            if len(set(value)) != len(value):
+                return f"{value!r} names a value twice"
+        elif self.type == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"{value!r} is not a number"
+            if not (self.min is not None and self.max is not None and self.min <= value <= self.max):
+                return f"{value!r} is not between {self.min} and {self.max}"
+        elif not isinstance(value, str) or not value.strip():
+            return f"{value!r} is not a non-empty text"
+        elif len(value) > (self.max_length or 0):
+            return f"text longer than {self.max_length} characters"
+        return None
+
+
 FieldName = Annotated[str, msgspec.Meta(pattern=_NAME)]
 ChannelName = Annotated[str, msgspec.Meta(pattern=_NAME)]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -166,6 +216,7 @@ class PolicyFile(msgspec.Struct, forbid_unknown_fields=True):
     channels: dict[ChannelName, Channel] = {}
     controller: Controller | None = None
     notices: dict[str, list[Notice]] = {}
+    traits: dict[ValueName, Trait] = {}
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -178,6 +229,7 @@ class Policy(msgspec.Struct, frozen=True):
     loaded_at: datetime
     controller: Controller | None = None
     notices: dict[str, list[Notice]] = {}
+    traits: dict[str, Trait] = {}
 
     def expires_at(self, purpose: str, given_at: datetime) -> datetime | None:
         duration = self.purposes[purpose].consent_duration
@@ -220,6 +272,8 @@ def _read(path: Path) -> PolicyFile:
         message = str(exc)
         where = message.rsplit(" - at `", 1)
         key = where[1].rstrip("`") if len(where) == 2 else "(file)"
+        if key.startswith("key` in `"):
+            key = f"{key.removeprefix('key` in `')} (a key)"
         raise PolicyError(path, key, where[0]) from exc
 
 
@@ -231,6 +285,7 @@ def load_policy(policy_dir: Path) -> Policy:
     fields: dict[str, Field] = {}
     purposes: dict[str, Purpose] = {}
     channels: dict[str, Channel] = {}
+    traits: dict[str, Trait] = {}
     origin: dict[str, Path] = {}
     controller: Controller | None = None
     notices: dict[str, list[Notice]] = {}
@@ -252,6 +307,7 @@ def load_policy(policy_dir: Path) -> Policy:
             ("fields", fields, part.fields),
             ("purposes", purposes, part.purposes),
             ("channels", channels, part.channels),
+            ("traits", traits, part.traits),
         ):
             for name, value in entries.items():
                 key = f"{section}.{name}"
@@ -261,6 +317,7 @@ def load_policy(policy_dir: Path) -> Policy:
                 target[name] = value  # type: ignore[index]
     _validate(fields, purposes, channels, origin)
     _validate_notices(notices, purposes, origin)
+    _validate_traits(traits, fields, origin)
     return Policy(
         fields=fields,
         purposes=purposes,
@@ -269,7 +326,32 @@ def load_policy(policy_dir: Path) -> Policy:
         loaded_at=datetime.now(UTC),
         controller=controller,
         notices=notices,
+        traits=traits,
     )
+
+
+def _validate_traits(traits: dict[str, Trait], fields: dict[str, Field], origin: dict[str, Path]) -> None:
+    categories, _ = _taxonomy()
+    for name, trait in traits.items():
+        where, key = origin[f"traits.{name}"], f"traits.{name}"
+        if name in fields:
+            raise PolicyError(where, key, f"{name!r} is already a profile field (fields.{name})")
+        if trait.category not in categories:
+            raise PolicyError(where, f"{key}.category", f"{trait.category!r} is not a fideslang data category")
+        given = {
+            option
+            for option, value in (("values", trait.values), ("min", trait.min), ("max", trait.max))
+            if value not in (None, [])
+        } | ({"max_length"} if trait.max_length is not None else set())
+        needs = {"enum": {"values"}, "list": {"values"}, "number": {"min", "max"}, "text": {"max_length"}}[trait.type]
+        for option in sorted(needs - given):
+            raise PolicyError(where, f"{key}.{option}", f"a {trait.type} trait needs {option}")
+        for option in sorted(given - needs):
+            raise PolicyError(where, f"{key}.{option}", f"a {trait.type} trait takes no {option}")
+        if len(set(trait.values)) != len(trait.values):
+            raise PolicyError(where, f"{key}.values", "a value is listed twice")
+        if trait.type == "number" and trait.min is not None and trait.max is not None and trait.min >= trait.max:
+            raise PolicyError(where, f"{key}.min", f"min {trait.min} is not below max {trait.max}")
 
 
 def _validate_notices(notices: dict[str, list[Notice]], purposes: dict[str, Purpose], origin: dict[str, Path]) -> None:

@@ -274,3 +274,95 @@ def test_a_controller_defined_in_two_files_is_refused(policy_dir: Path) -> None:
     assert caught.value.file == str(second)
     assert caught.value.key == "controller"
     assert str(first) in caught.value.problem
+
+
+TRAITS = """
+traits:
+  style:
+    type: enum
+    values: [minimal, classic, street]
+    category: user.demographic.profile
+    description: Scored from the style quiz.
+  recommended_categories:
+    type: list
+    values: [coats, boots]
+    category: user.demographic.profile
+    description: Categories to show first.
+  budget_limit:
+    type: number
+    min: 0
+    max: 1000
+    category: user.demographic.profile
+    description: Most the shopper wants to spend.
+  motto:
+    type: text
+    max_length: 20
+    category: user.demographic.profile
+    description: A few words in the shopper's own voice.
+"""
+
+
+def test_the_shipped_policy_declares_the_quiz_traits() -> None:
+    traits = load_policy(REPO_ROOT / "policies").traits
+    assert traits["style"].values == ["minimal", "classic", "street", "outdoor"]
+    assert traits["price_sensitivity"].type == "enum"
+    assert traits["recommended_categories"].type == "list"
+    assert all(trait.category == "user.demographic.profile" for trait in traits.values())
+
+
+def test_traits_load_and_check_their_values(policy_dir: Path) -> None:
+    write(policy_dir, VALID + TRAITS)
+    traits = load_policy(policy_dir).traits
+    style, categories = traits["style"], traits["recommended_categories"]
+    limit, motto = traits["budget_limit"], traits["motto"]
+    assert style.problem_with("classic") is None
+    assert "not one of" in (style.problem_with("boho") or "")
+    assert categories.problem_with(["coats", "boots"]) is None
+    assert "not among" in (categories.problem_with(["hats"]) or "")
+    assert "twice" in (categories.problem_with(["coats", "coats"]) or "")
+    assert "not a list" in (categories.problem_with("coats") or "")
+    assert limit.problem_with(250) is None
+    assert "not between" in (limit.problem_with(1001) or "")
+    assert "not a number" in (limit.problem_with(True) or "")
+    assert motto.problem_with("Less but better") is None
+    assert "longer than 20" in (motto.problem_with("x" * 21) or "")
+    assert "non-empty text" in (motto.problem_with(" ") or "")
+
+
+@pytest.mark.parametrize(
+    ("broken", "key", "problem"),
+    [
+        (TRAITS.replace("    type: text\n", "    type: text\n    colour: red\n"), "traits", "colour"),
+        (TRAITS.replace("type: text", "type: boolean"), "traits", "boolean"),
+        (TRAITS.replace("  style:\n", "  Style:\n"), "$.traits (a key)", "matching regex"),
+        (
+            TRAITS.replace("user.demographic.profile\n    description: Scored", "user.taste\n    description: Scored"),
+            "traits.style.category",
+            "'user.taste' is not a fideslang data category",
+        ),
+        (TRAITS.replace("    values: [minimal, classic, street]\n", ""), "traits.style.values", "needs values"),
+        (TRAITS.replace("    max: 1000\n", ""), "traits.budget_limit.max", "a number trait needs max"),
+        (TRAITS.replace("    max: 1000\n", "    max: 0\n"), "traits.budget_limit.min", "not below max"),
+        (TRAITS.replace("    max_length: 20\n", ""), "traits.motto.max_length", "needs max_length"),
+        (TRAITS.replace("    max: 1000\n", "    max: 1000\n    values: [a]\n"), "budget_limit.values", "no values"),
+        (TRAITS.replace("[minimal, classic, street]", "[minimal, classic, minimal]"), "traits.style.values", "twice"),
+        (TRAITS.replace("description: Scored from the style quiz.", "description: ''"), "traits", "length"),
+        (TRAITS.replace("  motto:\n", "  shoe_size:\n"), "traits.shoe_size", "already a profile field"),
+    ],
+)
+def test_bad_traits_are_refused(policy_dir: Path, broken: str, key: str, problem: str) -> None:
+    path = write(policy_dir, VALID + broken)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(policy_dir)
+    assert caught.value.file == str(path)
+    assert key in caught.value.key
+    assert problem in caught.value.problem
+
+
+def test_a_trait_defined_in_two_files_is_refused(policy_dir: Path) -> None:
+    write(policy_dir, VALID + TRAITS, "a.yaml")
+    second = write(policy_dir, TRAITS, "b.yaml")
+    with pytest.raises(PolicyError, match="already defined in") as caught:
+        load_policy(policy_dir)
+    assert caught.value.file == str(second)
+    assert caught.value.key == "traits.style"

@@ -1,0 +1,1 @@
+"""Quizzes: definitions as data (``definitions``) and the demo quizzes in ``data/``."""
