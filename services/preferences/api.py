@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, patch
+from typing import Annotated
+
+from litestar import Controller, delete, get, patch
 from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.preferences.repository import ProfileRepository
-from services.preferences.schemas import Profile, ProfilePatch
+from services.preferences.schemas import ErasureConfirmation, Profile, ProfileHistory, ProfilePatch, SubjectExport
 from services.preferences.service import ProfileService
+from tillit.db import provide_read_session
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
 from tillit.types import SubjectIdPath
 
-__all__ = ["ProfileController"]
+__all__ = ["ProfileController", "SubjectDataController"]
+
+READ_ONLY = {"session": Provide(provide_read_session)}
+"""Handlers that only read take an autocommit session: no BEGIN and COMMIT round trips."""
+
+HistoryLimit = Annotated[int, Parameter(ge=1, le=200, description="At most this many changes (1-200)")]
+HistoryBefore = Annotated[
+    int | None,
+    Parameter(ge=1, le=2**63 - 1, description="Only changes older than this change id (the next page)"),
+]
 
 
 def provide_profile_service(session: AsyncSession) -> ProfileService:
@@ -26,10 +40,55 @@ class ProfileController(Controller):
     guards = [require_service_token]
     dependencies = {"profiles": Provide(provide_profile_service, sync_to_thread=False)}
 
-    @get(summary="The subject's whole profile with provenance", responses=problem_responses(400, 401, 404))
+    @get(
+        summary="The subject's whole profile with provenance",
+        dependencies=READ_ONLY,
+        responses=problem_responses(400, 401, 404),
+    )
     async def read(self, subject_id: SubjectIdPath, profiles: ProfileService) -> Profile:
         return await profiles.get(subject_id)
 
     @patch(summary="Set or clear some profile fields", responses=problem_responses(400, 401, 413, 415, 422))
     async def update(self, subject_id: SubjectIdPath, data: ProfilePatch, profiles: ProfileService) -> Profile:
         return await profiles.patch(subject_id, data)
+
+    @get(
+        "/history",
+        summary="Changes of the subject's profile, newest first",
+        dependencies=READ_ONLY,
+        responses=problem_responses(400, 401),
+    )
+    async def history(
+        self,
+        subject_id: SubjectIdPath,
+        profiles: ProfileService,
+        limit: HistoryLimit = 50,
+        before: HistoryBefore = None,
+    ) -> ProfileHistory:
+        return await profiles.history(subject_id, limit, before)
+
+
+class SubjectDataController(Controller):
+    """Data-subject requests: the consent service's GDPR orchestration calls these through the gateway."""
+
+    path = "/v1/subjects/{subject_id:str}"
+    tags = ["data subjects"]
+    guards = [require_service_token]
+    dependencies = {"profiles": Provide(provide_profile_service, sync_to_thread=False)}
+
+    @get(
+        "/export",
+        summary="Everything this service holds about the subject (empty sections when nothing is held)",
+        dependencies=READ_ONLY,
+        responses=problem_responses(400, 401),
+    )
+    async def export(self, subject_id: SubjectIdPath, profiles: ProfileService) -> SubjectExport:
+        return await profiles.export(subject_id)
+
+    @delete(
+        summary="Erase every row of the subject in one transaction; erasing again answers with zero counts",
+        status_code=HTTP_200_OK,
+        responses=problem_responses(400, 401),
+    )
+    async def erase(self, subject_id: SubjectIdPath, profiles: ProfileService) -> ErasureConfirmation:
+        return await profiles.erase(subject_id)

@@ -6,19 +6,24 @@ from pathlib import Path
 
 from litestar import Litestar
 
-from services.preferences.api import ProfileController
+from services.preferences.api import ProfileController, SubjectDataController
 from services.preferences.service import check_fields_declared
 from tillit.app import create_internal_service
 
-__all__ = ["create_app"]
+__all__ = ["MIGRATIONS", "create_app"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app() -> Litestar:
     return create_internal_service(
         "preferences",
         title="tillit preferences service",
-        description="Preference profiles (zero-party data), each value with its provenance.",
-        route_handlers=[ProfileController],
-        migrations=Path(__file__).parent / "migrations",
+        description=(
+            "Preference profiles (zero-party data), each value with its provenance and change history; "
+            "per-subject export and erasure."
+        ),
+        route_handlers=[ProfileController, SubjectDataController],
+        migrations=MIGRATIONS,
         check_policy=check_fields_declared,
     )

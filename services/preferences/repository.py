@@ -3,33 +3,85 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlmodel import col, delete, select
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.preferences.models import ProfileValue
+from services.preferences.models import SUBJECT_TABLES, ProfileChange, ProfileSubject, ProfileValue
 
 __all__ = ["ProfileRepository"]
+
+_subject = ProfileSubject.__table__  # type: ignore[attr-defined]
+
+
+@cache
+def _lock_statement(dialect_name: str) -> Any:
+    dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
+    insert = dialect.insert(_subject)
+    return insert.on_conflict_do_update(
+        index_elements=["subject_id"],
+        set_={"version": _subject.c.version + 1, "updated_at": insert.excluded.updated_at},
+    )
 
 
 class ProfileRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
+    async def lock_subject(self, subject_id: str, now: datetime) -> None:
+        """Create or bump the subject's row, locking it until the transaction ends.
+
+        A write first: on SQLite the transaction takes the write lock at once (instead of failing to
+        upgrade a read lock), on PostgreSQL the row lock serializes this subject's writers only, and
+        each then reads the values the one before it committed.
+        """
+        await self.session.exec(  # type: ignore[call-overload]
+            _lock_statement(self.session.bind.dialect.name),
+            params={"subject_id": subject_id, "version": 0, "updated_at": now},
+        )
+
     async def values_for(self, subject_id: str) -> Sequence[ProfileValue]:
         result = await self.session.exec(
-            select(ProfileValue).where(ProfileValue.subject_id == subject_id).order_by(ProfileValue.field)
+            select(ProfileValue).where(ProfileValue.subject_id == subject_id).order_by(col(ProfileValue.field))
         )
         return result.all()
 
-    async def put(self, value: ProfileValue) -> None:
-        await self.session.merge(value)
+    def add(self, value: ProfileValue | ProfileChange) -> None:
+        self.session.add(value)
 
-    async def remove(self, subject_id: str, fields: Sequence[str]) -> None:
-        if fields:
-            await self.session.exec(  # type: ignore[call-overload]
-                delete(ProfileValue).where(
-                    col(ProfileValue.subject_id) == subject_id, col(ProfileValue.field).in_(fields)
-                )
-            )
+    async def remove(self, value: ProfileValue) -> None:
+        await self.session.delete(value)
+
+    async def flush(self) -> None:
         await self.session.flush()
+
+    async def changes_for(
+        self, subject_id: str, limit: int | None = None, before: int | None = None
+    ) -> list[ProfileChange]:
+        """The subject's changes, newest first; ``limit`` bounds them, ``before`` pages on by id."""
+        query = select(ProfileChange).where(ProfileChange.subject_id == subject_id)
+        if before is not None:
+            query = query.where(col(ProfileChange.id) < before)
+        query = query.order_by(col(ProfileChange.id).desc())
+        if limit is not None:
+            query = query.limit(limit)
+        return list((await self.session.exec(query)).all())
+
+    async def erase(self, subject_id: str) -> dict[str, int]:
+        """Delete every row of the subject in every table; rows deleted per table."""
+        counts: dict[str, int] = {}
+        for table in SUBJECT_TABLES:
+            result = await self.session.exec(  # type: ignore[call-overload]
+                delete(table).where(table.subject_id == subject_id)  # type: ignore[attr-defined]
+            )
+            counts[_table_name(table)] = result.rowcount or 0
+        return counts
+
+
+def _table_name(table: type[SQLModel]) -> str:
+    return str(table.__tablename__)

@@ -1,4 +1,9 @@
-"""What the preferences service's API accepts and answers."""
+"""What the preferences service's API accepts and answers.
+
+Every constraint a schema can express is expressed here, so the published OpenAPI document says
+exactly what the decoder takes (400 otherwise). What a schema cannot express (an undeliverable
+e-mail address, ``price_range.min`` above ``max``) is refused by the service with a 422.
+"""
 
 from __future__ import annotations
 
@@ -8,40 +13,119 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-__all__ = ["PROFILE_FIELD_NAMES", "Profile", "ProfileFields", "ProfilePatch", "Provenance"]
+__all__ = [
+    "CONTACT_FREQUENCY_CHANNELS",
+    "MERGED_FIELDS",
+    "PROFILE_FIELD_NAMES",
+    "ContactFrequency",
+    "Currency",
+    "ErasureConfirmation",
+    "Frequency",
+    "PreferenceSections",
+    "PriceRange",
+    "Profile",
+    "ProfileChangeOut",
+    "ProfileFields",
+    "ProfileHistory",
+    "ProfilePatch",
+    "Provenance",
+    "Sizes",
+    "StoredProfile",
+    "SubjectExport",
+]
 
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+"""Free text: any characters but control characters (no line breaks, tabs or NULs)."""
+
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=60, pattern=_PRINTABLE)]
 TextList = Annotated[list[ShortText], msgspec.Meta(max_length=20)]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, extra_json_schema={"format": "email"})]
-E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$")]
-ShoeSize = Annotated[float, msgspec.Meta(ge=16, le=52, multiple_of=0.5)]
+E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +46701234567")]
+FirstName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
+SourceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$", max_length=80)]
+
+LetterSize = Literal["XS", "S", "M", "L", "XL", "XXL"]
+WaistSize = Annotated[int, msgspec.Meta(ge=24, le=44, description="Jeans waist W24-W44")]
+DressSize = Annotated[int, msgspec.Meta(ge=32, le=48, multiple_of=2, description="EU dress size 32-48")]
+ShoeSize = Annotated[float, msgspec.Meta(ge=16, le=52, multiple_of=0.5, description="EU shoe size 16-52")]
+Frequency = Literal["daily", "weekly", "fortnightly", "monthly", "quarterly"]
+Currency = Literal["SEK", "NOK", "DKK", "ISK", "EUR", "GBP", "CHF", "PLN", "USD"]
+"""ISO 4217 codes of the currencies the shop sells in."""
+Amount = Annotated[int, msgspec.Meta(ge=0, le=10_000_000, description="Whole units of the currency")]
+
+
+class Sizes(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Sizes per garment type, each from that type's allowed set. In a patch ``null`` clears one size."""
+
+    tops: LetterSize | UnsetType | None = UNSET
+    bottoms: LetterSize | WaistSize | UnsetType | None = UNSET
+    dresses: DressSize | UnsetType | None = UNSET
+    outerwear: LetterSize | UnsetType | None = UNSET
+    knitwear: LetterSize | UnsetType | None = UNSET
+    shoes: ShoeSize | UnsetType | None = UNSET
+
+
+class ContactFrequency(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """How often the shopper wants to hear from the shop, per policy channel.
+
+    Whether a channel may contact the shopper at all is consent's business (services/consent), not
+    a frequency: there is deliberately no ``never`` here.
+    """
+
+    email: Frequency | UnsetType | None = UNSET
+    sms: Frequency | UnsetType | None = UNSET
+
+
+CONTACT_FREQUENCY_CHANNELS: tuple[str, ...] = ContactFrequency.__struct_fields__
+
+
+class PriceRange(msgspec.Struct, forbid_unknown_fields=True):
+    """What the shopper likes to spend per item; ``min`` must not exceed ``max`` (else 422)."""
+
+    min: Amount
+    max: Amount
+    currency: Currency
 
 
 class ProfileFields(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Every profile field; each must also be declared in the policy. ``null`` removes a value."""
+    """Every profile field; each must also be declared in the policy. ``null`` removes a value.
+
+    ``sizes`` and ``contact_frequency`` are merged key by key (RFC 7396 style: a key present sets,
+    ``null`` clears, absent leaves alone); every other field is replaced whole.
+    """
 
     email: Email | UnsetType | None = UNSET
     phone: E164 | UnsetType | None = UNSET
-    first_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | UnsetType | None = UNSET
+    first_name: FirstName | UnsetType | None = UNSET
     preferred_language: Literal["en", "sv", "nb", "et"] | UnsetType | None = UNSET
-    shoe_size: ShoeSize | UnsetType | None = UNSET
-    clothing_size: Literal["XS", "S", "M", "L", "XL", "XXL"] | UnsetType | None = UNSET
+    sizes: Sizes | UnsetType | None = UNSET
+    shoe_size: (
+        Annotated[float, msgspec.Meta(ge=16, le=52, multiple_of=0.5, description="Kept for channels that read it")]
+        | UnsetType
+        | None
+    ) = UNSET
+    clothing_size: LetterSize | UnsetType | None = UNSET
     favourite_categories: TextList | UnsetType | None = UNSET
     favourite_brands: TextList | UnsetType | None = UNSET
     topics: TextList | UnsetType | None = UNSET
+    price_range: PriceRange | UnsetType | None = UNSET
+    contact_frequency: ContactFrequency | UnsetType | None = UNSET
 
 
 PROFILE_FIELD_NAMES: tuple[str, ...] = ProfileFields.__struct_fields__
+MERGED_FIELDS: frozenset[str] = frozenset({"sizes", "contact_frequency"})
 
 
 class ProfilePatch(msgspec.Struct, forbid_unknown_fields=True):
     """A partial update: fields present are set (``null`` clears them), absent ones are left alone."""
 
     fields: Annotated[ProfileFields, msgspec.Meta(extra_json_schema={"minProperties": 1})]
-    source: Annotated[str, msgspec.Meta(pattern=r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$", max_length=80)]
+    source: SourceName
 
 
 class Provenance(msgspec.Struct):
+    """Where the current value came from (``preference_page``, ``import``, ``quiz:<id>``...) and when."""
+
     source: str
     updated_at: datetime
 
@@ -50,3 +134,58 @@ class Profile(msgspec.Struct):
     subject_id: str
     fields: dict[str, Any]
     provenance: dict[str, Provenance]
+
+
+class StoredProfile(msgspec.Struct):
+    """The profile part of an export: possibly empty, never absent."""
+
+    fields: dict[str, Any]
+    provenance: dict[str, Provenance]
+
+
+class ProfileChangeOut(msgspec.Struct):
+    """One change of one field: ``old_value`` null means it was set, ``new_value`` null that it was cleared."""
+
+    id: int
+    field: str
+    old_value: Any
+    new_value: Any
+    source: str
+    changed_at: datetime
+
+
+class ProfileHistory(msgspec.Struct):
+    """Changes newest first; pass the last ``id`` as ``before`` for the next page while ``more``."""
+
+    subject_id: str
+    changes: list[ProfileChangeOut]
+    more: bool
+
+
+class PreferenceSections(msgspec.Struct):
+    """What this service holds about a subject, one key per kind of record.
+
+    New kinds of record (quiz sessions and answers) arrive as new keys, so consumers of today's
+    export keep working.
+    """
+
+    profile: StoredProfile
+    profile_history: list[ProfileChangeOut]
+
+
+class SubjectExport(msgspec.Struct):
+    """Everything the preferences service holds about one subject (GDPR Art. 15 and 20)."""
+
+    subject_id: str
+    service: str
+    exported_at: datetime
+    sections: PreferenceSections
+
+
+class ErasureConfirmation(msgspec.Struct):
+    """Proof of an erasure: rows deleted per table. Erasing again confirms again, with zero counts."""
+
+    subject_id: str
+    service: str
+    erased_at: datetime
+    rows_erased: dict[str, int]

@@ -1,28 +1,50 @@
-"""Reading and updating the preference profile."""
+"""Reading, updating, exporting and erasing the preference profile."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any, Final
 
 import msgspec
 from email_validator import EmailNotValidError, validate_email
 
-from services.preferences.models import ProfileValue
+from services.preferences.models import ProfileChange, ProfileValue
 from services.preferences.repository import ProfileRepository
-from services.preferences.schemas import PROFILE_FIELD_NAMES, Profile, ProfilePatch, Provenance
+from services.preferences.schemas import (
+    CONTACT_FREQUENCY_CHANNELS,
+    MERGED_FIELDS,
+    PROFILE_FIELD_NAMES,
+    ErasureConfirmation,
+    PreferenceSections,
+    PriceRange,
+    Profile,
+    ProfileChangeOut,
+    ProfileHistory,
+    ProfilePatch,
+    Provenance,
+    StoredProfile,
+    SubjectExport,
+)
 from tillit.policy import Policy
 from tillit.problems import NotFound, Unprocessable
 from tillit.types import as_utc, utcnow
 
-__all__ = ["ProfileService", "check_fields_declared"]
+__all__ = ["SERVICE_NAME", "ProfileService", "check_fields_declared"]
+
+SERVICE_NAME: Final = "preferences"
+_TEXT_LISTS: Final = frozenset({"favourite_categories", "favourite_brands", "topics"})
 
 
 def check_fields_declared(policy: Policy) -> None:
-    """Refuse to start when the profile could hold a field the policy does not govern."""
+    """Refuse to start when the profile could hold a field or name a channel the policy does not govern."""
     undeclared = sorted(set(PROFILE_FIELD_NAMES) - set(policy.fields))
     if undeclared:
         raise RuntimeError(f"profile fields missing from the policy: {', '.join(undeclared)}")
+    unknown_channels = sorted(set(CONTACT_FREQUENCY_CHANNELS) - set(policy.channels))
+    if unknown_channels:
+        raise RuntimeError(f"contact_frequency names channels missing from the policy: {', '.join(unknown_channels)}")
 
 
 class ProfileService:
@@ -34,45 +56,150 @@ class ProfileService:
         values = await self.repository.values_for(subject_id)
         if not values:
             raise NotFound(f"no profile is held for subject {subject_id!r}", slug="profile-not-found")
-        return _profile(subject_id, values)
+        stored = _stored(values)
+        return Profile(subject_id=subject_id, fields=stored.fields, provenance=stored.provenance)
 
     async def patch(self, subject_id: str, patch: ProfilePatch) -> Profile:
-        changes = {
-            name: value for name, value in msgspec.structs.asdict(patch.fields).items() if value is not msgspec.UNSET
-        }
-        if not changes:
-            raise Unprocessable("the patch changes no field", slug="empty-patch")
-        if isinstance(changes.get("email"), str):
-            changes["email"] = _normalised_email(changes["email"])
+        """Apply a patch and record each change in the history, all in the caller's transaction.
+
+        A field set to the value it already has is left alone: no new provenance, no history entry,
+        so a retried request changes nothing.
+        """
+        requested = _normalised(patch)
         now = self.clock()
-        cleared = [name for name, value in changes.items() if value is None]
-        for name, value in changes.items():
-            if value is not None:
-                await self.repository.put(
-                    ProfileValue(
-                        subject_id=subject_id,
-                        field=name,
-                        value=msgspec.to_builtins(value),
-                        source=patch.source,
-                        updated_at=now,
-                    )
+        await self.repository.lock_subject(subject_id, now)
+        current = {value.field: value for value in await self.repository.values_for(subject_id)}
+        for name, wanted in requested.items():
+            row = current.get(name)
+            old = row.value if row is not None else None
+            new = _merged(old, wanted) if name in MERGED_FIELDS and wanted is not None else wanted
+            if new == old:
+                continue
+            if new is None and row is not None:
+                await self.repository.remove(row)
+                del current[name]
+            elif row is None:
+                current[name] = ProfileValue(
+                    subject_id=subject_id, field=name, value=new, source=patch.source, updated_at=now
                 )
-        await self.repository.remove(subject_id, cleared)
-        return _profile(subject_id, await self.repository.values_for(subject_id))
+                self.repository.add(current[name])
+            else:
+                row.value, row.source, row.updated_at = new, patch.source, now
+            self.repository.add(
+                ProfileChange(
+                    subject_id=subject_id,
+                    field=name,
+                    old_value=old,
+                    new_value=new,
+                    source=patch.source,
+                    changed_at=now,
+                )
+            )
+        await self.repository.flush()
+        stored = _stored(current[name] for name in sorted(current))
+        return Profile(subject_id=subject_id, fields=stored.fields, provenance=stored.provenance)
+
+    async def history(self, subject_id: str, limit: int, before: int | None = None) -> ProfileHistory:
+        changes = await self.repository.changes_for(subject_id, limit + 1, before)
+        return ProfileHistory(
+            subject_id=subject_id, changes=[_change(change) for change in changes[:limit]], more=len(changes) > limit
+        )
+
+    async def export(self, subject_id: str) -> SubjectExport:
+        """Everything held about the subject; an empty export when nothing is held."""
+        values = await self.repository.values_for(subject_id)
+        changes = await self.repository.changes_for(subject_id)
+        return SubjectExport(
+            subject_id=subject_id,
+            service=SERVICE_NAME,
+            exported_at=self.clock(),
+            sections=PreferenceSections(profile=_stored(values), profile_history=[_change(c) for c in changes]),
+        )
+
+    async def erase(self, subject_id: str) -> ErasureConfirmation:
+        """Delete every row of the subject in one transaction; erasing again confirms zero rows."""
+        counts = await self.repository.erase(subject_id)
+        return ErasureConfirmation(
+            subject_id=subject_id, service=SERVICE_NAME, erased_at=self.clock(), rows_erased=counts
+        )
 
 
-def _profile(subject_id: str, values: Sequence[ProfileValue]) -> Profile:
-    return Profile(
-        subject_id=subject_id,
-        fields={value.field: value.value for value in values},
-        provenance={
-            value.field: Provenance(source=value.source, updated_at=as_utc(value.updated_at)) for value in values
-        },
-    )
+def _normalised(patch: ProfilePatch) -> dict[str, Any]:
+    """The patch's fields as JSON values, normalised; 422 naming the field when one is refused."""
+    requested = {
+        name: value for name, value in msgspec.structs.asdict(patch.fields).items() if value is not msgspec.UNSET
+    }
+    if not requested:
+        raise Unprocessable("the patch changes no field", slug="empty-patch")
+    for name, value in requested.items():
+        if value is None:
+            continue
+        if name == "email":
+            requested[name] = _normalised_email(value)
+        elif name == "first_name":
+            requested[name] = _text(value, "fields.first_name")
+        elif name in _TEXT_LISTS:
+            requested[name] = _text_list(value, f"fields.{name}")
+        elif isinstance(value, PriceRange) and value.min > value.max:
+            raise _refused(
+                "fields.price_range", f"min ({value.min}) is greater than max ({value.max})", "invalid-price-range"
+            )
+        else:
+            requested[name] = msgspec.to_builtins(value)
+    return requested
+
+
+def _merged(old: Any, patch: dict[str, Any]) -> dict[str, Any] | None:
+    """A per-key merge: present keys set, ``None`` clears; nothing left clears the field."""
+    merged = {**(old if isinstance(old, dict) else {}), **patch}
+    kept = {key: merged[key] for key in sorted(merged) if merged[key] is not None}
+    return kept or None
+
+
+def _text(value: str, where: str) -> str:
+    cleaned = " ".join(unicodedata.normalize("NFC", value).split())
+    if not cleaned:
+        raise _refused(where, "must not be blank", "blank-text")
+    return cleaned
+
+
+def _text_list(values: list[str], where: str) -> list[str]:
+    """Cleaned items, duplicates (ignoring case) dropped, first spelling and order kept."""
+    seen: set[str] = set()
+    kept: list[str] = []
+    for index, value in enumerate(values):
+        cleaned = _text(value, f"{where}[{index}]")
+        if cleaned.casefold() not in seen:
+            seen.add(cleaned.casefold())
+            kept.append(cleaned)
+    return kept
 
 
 def _normalised_email(address: str) -> str:
     try:
         return validate_email(address, check_deliverability=False).normalized
     except EmailNotValidError as exc:
-        raise Unprocessable(f"fields.email: {exc}", slug="invalid-email") from exc
+        raise _refused("fields.email", str(exc), "invalid-email") from exc
+
+
+def _refused(where: str, problem: str, slug: str) -> Unprocessable:
+    return Unprocessable(f"{where}: {problem}", slug=slug, errors=[{"field": where, "message": problem}])
+
+
+def _stored(values: Iterable[ProfileValue]) -> StoredProfile:
+    rows = list(values)
+    return StoredProfile(
+        fields={row.field: row.value for row in rows},
+        provenance={row.field: Provenance(source=row.source, updated_at=as_utc(row.updated_at)) for row in rows},
+    )
+
+
+def _change(change: ProfileChange) -> ProfileChangeOut:
+    return ProfileChangeOut(
+        id=change.id or 0,
+        field=change.field,
+        old_value=change.old_value,
+        new_value=change.new_value,
+        source=change.source,
+        changed_at=as_utc(change.changed_at),
+    )
