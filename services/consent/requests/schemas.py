@@ -58,7 +58,9 @@ Actor = Annotated[
     ),
 ]
 # At least one non-blank character and no NUL (PostgreSQL text cannot hold it), for decoder and schema alike.
-TEXT_PATTERN: Final = r"^\s*[^\s\x00][^\x00]*$"
+# Explicit ASCII whitespace: ``\s`` means different characters in Python and in the ECMA-262
+# regexes of JSON Schema, so a note a client validated could be refused here.
+TEXT_PATTERN: Final = r"^[ \t\r\n]*[^ \t\r\n\x00][^\x00]*$"
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=TEXT_PATTERN)]
 Details = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=TEXT_PATTERN)]
 
