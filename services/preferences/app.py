@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from litestar import Litestar
 
 from services.preferences.api import ProfileController, SubjectDataController
+from services.preferences.quizzes.api import QUIZ_CONTROLLERS, load_stored_quizzes
+from services.preferences.quizzes.definitions import QUIZ_DIR
+from services.preferences.quizzes.service import QuizCatalogue, session_lifetime
 from services.preferences.service import check_fields_declared
 from tillit.app import create_internal_service
+from tillit.policy import Policy
+from tillit.settings import Settings
 
 __all__ = ["MIGRATIONS", "create_app"]
 
@@ -16,14 +22,26 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app() -> Litestar:
+    state: dict[str, Any] = {"quiz_session_lifetime": session_lifetime()}
+
+    def check_policy(policy: Policy) -> None:
+        """The profile fields, then the quiz files: a bad quiz stops start-up with its ``QuizError``."""
+        check_fields_declared(policy)
+        state["quizzes"] = QuizCatalogue.from_files(QUIZ_DIR, policy)
+
+    def quiz_state(_settings: Settings) -> dict[str, Any]:
+        return state
+
     return create_internal_service(
         "preferences",
         title="tillit preferences service",
         description=(
-            "Preference profiles (zero-party data), each value with its provenance and change history; "
-            "per-subject export and erasure."
+            "Preference profiles (zero-party data), each value with its provenance and change history; quizzes "
+            "whose answers become profile traits, with anonymous analytics; per-subject export and erasure."
         ),
-        route_handlers=[ProfileController, SubjectDataController],
+        route_handlers=[ProfileController, SubjectDataController, *QUIZ_CONTROLLERS],
         migrations=MIGRATIONS,
-        check_policy=check_fields_declared,
+        check_policy=check_policy,
+        state=quiz_state,
+        on_startup=[load_stored_quizzes],
     )

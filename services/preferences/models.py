@@ -1,7 +1,7 @@
 """Tables of the preferences service.
 
-Every table here holds subject ids and is listed in :data:`SUBJECT_TABLES`, which erasure walks; a
-test checks that every table of the migrated database with a ``subject_id`` column is listed.
+Every table here (and ``quiz_session``) holds subject ids and is listed in :data:`SUBJECT_TABLES`,
+which erasure walks; a test checks that every table of the migrated database with a ``subject_id`` column is listed.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer
 from sqlmodel import Field, SQLModel
+
+from services.preferences.quizzes.models import QuizSession
 
 __all__ = ["SUBJECT_TABLES", "ProfileChange", "ProfileSubject", "ProfileValue"]
 
@@ -55,5 +57,5 @@ class ProfileChange(SQLModel, table=True):
     changed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
-SUBJECT_TABLES: tuple[type[SQLModel], ...] = (ProfileChange, ProfileValue, ProfileSubject)
+SUBJECT_TABLES: tuple[type[SQLModel], ...] = (QuizSession, ProfileChange, ProfileValue, ProfileSubject)
 """Every table holding a subject's rows, in the order erasure deletes them."""

@@ -13,6 +13,7 @@ from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.preferences.models import SUBJECT_TABLES, ProfileChange, ProfileSubject, ProfileValue
+from services.preferences.quizzes.models import QuizSession
 
 __all__ = ["ProfileRepository"]
 
@@ -71,6 +72,14 @@ class ProfileRepository:
         if limit is not None:
             query = query.limit(limit)
         return list((await self.session.exec(query)).all())
+
+    async def quiz_sessions_for(self, subject_id: str) -> Sequence[QuizSession]:
+        result = await self.session.exec(
+            select(QuizSession)
+            .where(QuizSession.subject_id == subject_id)
+            .order_by(col(QuizSession.started_at), col(QuizSession.id))
+        )
+        return result.all()
 
     async def erase(self, subject_id: str) -> dict[str, int]:
         """Delete every row of the subject in every table; rows deleted per table."""

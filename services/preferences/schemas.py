@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from services.preferences.quizzes.schemas import QuizSessionRecord
+
 __all__ = [
     "CONTACT_FREQUENCY_CHANNELS",
     "MERGED_FIELDS",
@@ -165,12 +167,12 @@ class ProfileHistory(msgspec.Struct):
 class PreferenceSections(msgspec.Struct):
     """What this service holds about a subject, one key per kind of record.
 
-    New kinds of record (quiz sessions and answers) arrive as new keys, so consumers of today's
-    export keep working.
+    New kinds of record arrive as new keys, so consumers of today's export keep working.
     """
 
     profile: StoredProfile
     profile_history: list[ProfileChangeOut]
+    quiz_sessions: list[QuizSessionRecord]
 
 
 class SubjectExport(msgspec.Struct):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -11,6 +11,8 @@ import msgspec
 from email_validator import EmailNotValidError, validate_email
 
 from services.preferences.models import ProfileChange, ProfileValue
+from services.preferences.quizzes.models import QuizSession
+from services.preferences.quizzes.schemas import QuizSessionRecord
 from services.preferences.repository import ProfileRepository
 from services.preferences.schemas import (
     CONTACT_FREQUENCY_CHANNELS,
@@ -65,7 +67,14 @@ class ProfileService:
         A field set to the value it already has is left alone: no new provenance, no history entry,
         so a retried request changes nothing.
         """
-        requested = _normalised(patch)
+        return await self.write(subject_id, _normalised(patch), patch.source)
+
+    async def write_traits(self, subject_id: str, traits: Mapping[str, Any], source: str) -> Profile:
+        """Store quiz-derived traits as profile values named after them (PATCH refuses those names)."""
+        return await self.write(subject_id, dict(traits), source)
+
+    async def write(self, subject_id: str, requested: dict[str, Any], source: str) -> Profile:
+        """Set (``None``: clear) values already validated, with history rows, in the caller's transaction."""
         now = self.clock()
         await self.repository.lock_subject(subject_id, now)
         current = {value.field: value for value in await self.repository.values_for(subject_id)}
@@ -80,19 +89,14 @@ class ProfileService:
                 del current[name]
             elif row is None:
                 current[name] = ProfileValue(
-                    subject_id=subject_id, field=name, value=new, source=patch.source, updated_at=now
+                    subject_id=subject_id, field=name, value=new, source=source, updated_at=now
                 )
                 self.repository.add(current[name])
             else:
-                row.value, row.source, row.updated_at = new, patch.source, now
+                row.value, row.source, row.updated_at = new, source, now
             self.repository.add(
                 ProfileChange(
-                    subject_id=subject_id,
-                    field=name,
-                    old_value=old,
-                    new_value=new,
-                    source=patch.source,
-                    changed_at=now,
+                    subject_id=subject_id, field=name, old_value=old, new_value=new, source=source, changed_at=now
                 )
             )
         await self.repository.flush()
@@ -113,7 +117,11 @@ class ProfileService:
             subject_id=subject_id,
             service=SERVICE_NAME,
             exported_at=self.clock(),
-            sections=PreferenceSections(profile=_stored(values), profile_history=[_change(c) for c in changes]),
+            sections=PreferenceSections(
+                profile=_stored(values),
+                profile_history=[_change(c) for c in changes],
+                quiz_sessions=[_session_record(row) for row in await self.repository.quiz_sessions_for(subject_id)],
+            ),
         )
 
     async def erase(self, subject_id: str) -> ErasureConfirmation:
@@ -202,4 +210,21 @@ def _change(change: ProfileChange) -> ProfileChangeOut:
         new_value=change.new_value,
         source=change.source,
         changed_at=as_utc(change.changed_at),
+    )
+
+
+def _session_record(row: QuizSession) -> QuizSessionRecord:
+    return QuizSessionRecord(
+        id=row.id,
+        quiz_id=row.quiz_id,
+        version=row.quiz_version,
+        locale=row.locale,
+        status=row.status,
+        current_question=row.current_question,
+        answers=dict(row.answers),
+        traits=row.traits,
+        started_at=as_utc(row.started_at),
+        updated_at=as_utc(row.updated_at),
+        expires_at=as_utc(row.expires_at),
+        completed_at=as_utc(row.completed_at) if row.completed_at is not None else None,
     )

@@ -38,6 +38,7 @@ __all__ = [
     "QuizError",
     "Rule",
     "ScaleRange",
+    "answered_path",
     "derive_traits",
     "load_quizzes",
     "next_question",
@@ -231,6 +232,11 @@ def next_question(quiz: Quiz, answers: Mapping[str, Answer]) -> str | None:
     the shopper went back from are ignored.
     """
     return _walk(quiz, answers)[1]
+
+
+def answered_path(quiz: Quiz, answers: Mapping[str, Answer]) -> list[str]:
+    """The answered questions from ``start``, in the order asked (answers off that path are left out)."""
+    return _walk(quiz, answers)[0]
 
 
 def validate_answer(quiz: Quiz, question_id: str, answer: object) -> Answer:
