@@ -84,7 +84,8 @@ def decide(
     released: dict[str, Any] = {}
     withheld: list[Withheld] = []
     for name in sorted(profile):
-        field = policy.fields.get(name)
+        # Quiz-derived traits are released on the same terms as fields: by their data category.
+        field = policy.fields.get(name) or policy.traits.get(name)
         if field is None:
             withheld.append(Withheld(name, "field_not_in_policy"))
         elif field.category not in may_use:

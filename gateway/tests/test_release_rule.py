@@ -1,0 +1,50 @@
+"""The release rule as a pure function: policy category, legal basis, consent state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.release import ConsentView, decide
+from tillit.policy import load_policy
+from tillit.settings import REPO_ROOT
+
+POLICY = load_policy(REPO_ROOT / "policies")
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
+PROFILED = "personalize.content.profiled"
+PROFILE = {"email": "a@example.com", "shoe_size": 38, "style": "minimal", "unknown_thing": 1}
+
+
+def given(**overrides: object) -> ConsentView:
+    values: dict[str, object] = {"status": "given", "active": True, "event_id": "e1", "expires_at": None}
+    values.update(overrides)
+    return ConsentView(**values)  # type: ignore[arg-type]
+
+
+def test_fields_and_quiz_traits_are_released_by_category_with_active_consent() -> None:
+    decision = decide(POLICY, PROFILED, PROFILE, given(), NOW)
+    assert decision.released == {"shoe_size": 38, "style": "minimal"}
+    assert {(w.field, w.reason) for w in decision.withheld} == {
+        ("email", "category_not_permitted"),
+        ("unknown_thing", "field_not_in_policy"),
+    }
+    assert decision.consent_event_id == "e1"
+
+
+@pytest.mark.parametrize(
+    ("consent", "reason"),
+    [
+        (None, "no_consent"),
+        (given(status="refused", active=False), "no_consent"),
+        (given(status="withdrawn", active=False), "consent_withdrawn"),
+        (given(expires_at=NOW - timedelta(seconds=1)), "consent_expired"),
+        (given(status="pending", active=False), "consent_pending"),
+        (given(active=False, needs_reconsent=True), "notice_changed"),
+    ],
+)
+def test_without_a_consent_that_counts_now_nothing_is_released(consent: ConsentView | None, reason: str) -> None:
+    decision = decide(POLICY, PROFILED, PROFILE, consent, NOW)
+    assert decision.released == {}
+    assert {w.reason for w in decision.withheld if w.field in ("shoe_size", "style")} == {reason}
+    assert decision.consent_event_id is None
