@@ -49,7 +49,6 @@ import asyncio
 import json
 import os
 import random
-import shlex
 import shutil
 import signal
 import subprocess
@@ -82,6 +81,7 @@ from bench._load import (
     run_load,
 )
 from bench._raw_insert_app import EVENT_COLUMNS, EVENT_TABLE, POOL_MAX, STATE_COLUMNS, STATE_TABLE, schema_ddl
+from bench._report import command_line, fmt, print_errors, print_load_table, print_machine, print_ratios, print_targets
 from services.consent.chain import GENESIS_HASH, event_hash, personal_digest
 from tests.platform import RunningPlatform, free_port, postgres_available, running_platform
 from tillit.launcher import PlatformError
@@ -1096,25 +1096,9 @@ def build_report(
     return report
 
 
-def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
-    """``value`` formatted by ``spec``; a dash as wide when it is unknown."""
-    if value is None:
-        width = "".join(char for char in spec.split(".")[0] if char.isdigit())
-        return f"{'-':>{int(width or 1) + len(suffix)}}"
-    return f"{value:{spec}}{suffix}"
-
-
 def print_report(report: dict[str, Any]) -> None:
-    machine, settings = report["machine"], report["settings"]
-    versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items() if version)
-    load = " ".join(f"{value:g}" for value in machine["load_average"] or [])
-    print("consent service on PostgreSQL vs a bare asyncpg baseline (same server, same run)")
-    print(f"command : {report['command']}")
-    print(
-        f"machine : {machine['cpu_count']} CPUs ({machine['usable_cpus']} usable), {machine['cpu_model']}, "
-        f"load avg at start {load}; {machine['system']}, Python {machine['python']}"
-    )
-    print(f"versions: {versions}")
+    settings = report["settings"]
+    print_machine(report, "consent service on PostgreSQL vs a bare asyncpg baseline (same server, same run)")
     print(
         f"settings: {settings['rounds']} rounds x {settings['seconds']:g}s per side, alternating; warm-up "
         f"{settings['warmup_seconds']:g}s; concurrency {settings['concurrency']}; {settings['subjects']} subjects; "
@@ -1126,23 +1110,7 @@ def print_report(report: dict[str, Any]) -> None:
         seed = report["seed"]
         print(f"seed    : {seed['events']} events in {seed['chains']} chains, COPY in {seed['seconds']:g} s")
     print()
-    header = (
-        f"{'scenario':<9}{'side':<12}{'req/s':>7}  {'per round':<24}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
-        f"{'app ms/req':>11}{'pg ms/req':>10}{'app cores':>10}{'client':>7}{'requests':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for scenario in ("write", "read"):
-        for side, row in report["results"].get(scenario, {}).items():
-            rounds = " ".join(f"{value:.0f}" for value in row["round_throughputs_rps"])
-            cpu = row["cpu_ms_per_request"]
-            print(
-                f"{scenario:<9}{side:<12}{row['throughput_rps']:>7.0f}  {rounds:<24}{row['p50_ms']:>8.1f}"
-                f"{row['p99_ms']:>8.1f}{row['max_ms']:>8.1f}{_fmt(cpu.get('app'), '>11.3f')}"
-                f"{_fmt(cpu.get('postgres'), '>10.3f')}{_fmt(row['app_cores'], '>10.2f')}"
-                f"{row['client_cpu_share']:>7.2f}{row['requests']:>9}"
-            )
-    print("(pg = the whole PostgreSQL server, shared with anything else using it; client = this process's core share)")
+    print_load_table(report, ("write", "read"))
     if "verify" in report["results"]:
         print()
         header = f"{'verify':<9}{'side':<12}{'events/s':>10}{'s/walk':>8}  {'per round s':<24}{'CPU us/event':<40}"
@@ -1152,7 +1120,7 @@ def print_report(report: dict[str, Any]) -> None:
             rounds = " ".join(f"{value:.2f}" for value in row["round_seconds"])
             cpu = "  ".join(f"{name} {value:.2f}" for name, value in row["cpu_us_per_event"].items())
             print(
-                f"{'':<9}{side:<12}{_fmt(row['events_per_second'], '>10.0f')}{_fmt(row['seconds_per_walk'], '>8.2f')}"
+                f"{'':<9}{side:<12}{fmt(row['events_per_second'], '>10.0f')}{fmt(row['seconds_per_walk'], '>8.2f')}"
                 f"  {rounds:<24}{cpu}"
             )
         print("(verify = GET /v1/ledger/verify; select = the same rows through an asyncpg cursor in this process)")
@@ -1163,32 +1131,9 @@ def print_report(report: dict[str, Any]) -> None:
             f"{after['seconds']:.2f} s (expected {after['expected_events']} events)"
         )
     print()
-    header = f"{'ratios':<9}{'':<22}{'req/s':>8}{'p50':>8}{'p99':>8}{'app CPU':>9}  per-round req/s ratios"
-    print(header)
-    print("-" * len(header))
-    for scenario, ratio in report["ratios"].items():
-        target_name, baseline_name = SIDES[scenario]
-        rounds = " ".join(f"{value:.2f}" for value in ratio["round_throughputs"] if value is not None)
-        print(
-            f"{scenario:<9}{f'{target_name}/{baseline_name}':<22}{_fmt(ratio['throughput'], '>7.2f', 'x')}"
-            f"{_fmt(ratio.get('p50'), '>7.2f', 'x')}{_fmt(ratio.get('p99'), '>7.2f', 'x')}"
-            f"{_fmt(ratio.get('app_cpu_per_request'), '>8.2f', 'x')}  {rounds}"
-        )
+    print_ratios(report, SIDES, label_width=22)
     print()
-    print("targets")
-    for verdict in report["targets"]:
-        value = verdict["value"]
-        shown = "-" if value is None else f"{value:,.3f}".rstrip("0").rstrip(".")
-        needs = verdict.get("needs_rps_above")
-        print(
-            f"  {verdict['verdict']:<5}{verdict['scenario']:<8}{verdict['metric']:<26}{shown:>12}"
-            f"  (target {verdict['target']}"
-            + (
-                f"; with {report['settings']['concurrency']} clients only reachable above {needs:,} req/s)"
-                if needs
-                else ")"
-            )
-        )
+    print_targets(report, scenario_width=8)
     bound = [
         scenario
         for scenario in ("write", "read")
@@ -1202,14 +1147,7 @@ def print_report(report: dict[str, Any]) -> None:
     if report.get("profile"):
         print()
         print_profile(report["profile"])
-    errors = report["errors"]
-    print()
-    if errors["total"]:
-        print(f"ERRORS: {errors['total']} failed or wrong answers: {errors['by_phase']}")
-        for example in errors["examples"]:
-            print(f"  {example}")
-    else:
-        print("errors: none (every answer checked)")
+    print_errors(report)
 
 
 def print_profile(profile: Mapping[str, Any]) -> None:
@@ -1256,15 +1194,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.verify_rounds < 1:
         parser.error("--verify-rounds must be >= 1")
     return args
-
-
-def _command(argv: Sequence[str]) -> str:
-    executable = Path(sys.executable)
-    try:
-        shown = str(executable.relative_to(Path.cwd()))
-    except ValueError:
-        shown = str(executable)
-    return shlex.join([shown, "-m", "bench.consent", *argv])
 
 
 async def _postmaster() -> int | None:
@@ -1334,7 +1263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"FAILED: {type(exc).__name__}: {exc}")
         return 1
     assert context is not None
-    report = build_report(measured, context, machine, _command(argv))
+    report = build_report(measured, context, machine, command_line("bench.consent", argv))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -35,7 +35,6 @@ import asyncio
 import gc
 import json
 import random
-import shlex
 import sys
 import tempfile
 import time
@@ -63,6 +62,7 @@ from bench._load import (
     run_load,
 )
 from bench._raw_insert_app import POOL_MAX, STATE_COLUMNS, STATE_TABLE
+from bench._report import command_line, print_errors, print_load_table, print_machine, print_ratios, print_targets
 from bench.consent import (
     CLIENT_BOUND_SHARE,
     ERROR_EXAMPLES,
@@ -73,7 +73,6 @@ from bench.consent import (
     Side,
     _create_raw_schema,
     _drop_schema,
-    _fmt,
     _postmaster,
     _ratio,
     _status_problem,
@@ -647,16 +646,8 @@ def build_report(
 
 
 def print_report(report: dict[str, Any]) -> None:
-    machine, settings = report["machine"], report["settings"]
-    versions = ", ".join(f"{name} {version}" for name, version in machine["versions"].items() if version)
-    load = " ".join(f"{value:g}" for value in machine["load_average"] or [])
-    print("preferences service on PostgreSQL vs a bare asyncpg baseline (same server, same run)")
-    print(f"command : {report['command']}")
-    print(
-        f"machine : {machine['cpu_count']} CPUs ({machine['usable_cpus']} usable), {machine['cpu_model']}, "
-        f"load avg at start {load}; {machine['system']}, Python {machine['python']}"
-    )
-    print(f"versions: {versions}")
+    settings = report["settings"]
+    print_machine(report, "preferences service on PostgreSQL vs a bare asyncpg baseline (same server, same run)")
     print(
         f"settings: {settings['rounds']} rounds x {settings['seconds']:g}s per side, alternating; warm-up "
         f"{settings['warmup_seconds']:g}s; concurrency {settings['concurrency']}; quiz {settings['quiz']} over "
@@ -673,50 +664,11 @@ def print_report(report: dict[str, Any]) -> None:
         seed = report["seed"]
         print(f"seed    : {seed['profiles']} profiles through PATCH in {seed['seconds']:g} s")
     print()
-    header = (
-        f"{'scenario':<9}{'side':<12}{'req/s':>7}  {'per round':<24}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}"
-        f"{'app ms/req':>11}{'pg ms/req':>10}{'app cores':>10}{'client':>7}{'requests':>9}"
-    )
-    print(header)
-    print("-" * len(header))
-    for scenario in SCENARIOS:
-        for side, row in report["results"].get(scenario, {}).items():
-            rounds = " ".join(f"{value:.0f}" for value in row["round_throughputs_rps"])
-            cpu = row["cpu_ms_per_request"]
-            print(
-                f"{scenario:<9}{side:<12}{row['throughput_rps']:>7.0f}  {rounds:<24}{row['p50_ms']:>8.1f}"
-                f"{row['p99_ms']:>8.1f}{row['max_ms']:>8.1f}{_fmt(cpu.get('app'), '>11.3f')}"
-                f"{_fmt(cpu.get('postgres'), '>10.3f')}{_fmt(row['app_cores'], '>10.2f')}"
-                f"{row['client_cpu_share']:>7.2f}{row['requests']:>9}"
-            )
-    print("(pg = the whole PostgreSQL server, shared with anything else using it; client = this process's core share)")
+    print_load_table(report, SCENARIOS)
     print()
-    header = f"{'ratios':<9}{'':<26}{'req/s':>8}{'p50':>8}{'p99':>8}{'app CPU':>9}  per-round req/s ratios"
-    print(header)
-    print("-" * len(header))
-    for scenario, ratio in report["ratios"].items():
-        target_name, baseline_name = SIDES[scenario]
-        rounds = " ".join(f"{value:.2f}" for value in ratio["round_throughputs"] if value is not None)
-        print(
-            f"{scenario:<9}{f'{target_name}/{baseline_name}':<26}{_fmt(ratio['throughput'], '>7.2f', 'x')}"
-            f"{_fmt(ratio.get('p50'), '>7.2f', 'x')}{_fmt(ratio.get('p99'), '>7.2f', 'x')}"
-            f"{_fmt(ratio.get('app_cpu_per_request'), '>8.2f', 'x')}  {rounds}"
-        )
+    print_ratios(report, SIDES, label_width=26)
     print()
-    print("targets")
-    for verdict in report["targets"]:
-        value = verdict["value"]
-        shown = "-" if value is None else f"{value:,.3f}".rstrip("0").rstrip(".")
-        needs = verdict.get("needs_rps_above")
-        print(
-            f"  {verdict['verdict']:<5}{verdict['scenario']:<9}{verdict['metric']:<26}{shown:>12}"
-            f"  (target {verdict['target']}"
-            + (
-                f"; with {report['settings']['concurrency']} clients only reachable above {needs:,} req/s)"
-                if needs
-                else ")"
-            )
-        )
+    print_targets(report, scenario_width=9)
     bound = [
         scenario
         for scenario in SCENARIOS
@@ -727,14 +679,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"note: in {', '.join(bound)} the load generator (same process) used more than "
             f"{CLIENT_BOUND_SHARE:.0%} of a core and more than the app; app ms/req is the steadier figure there."
         )
-    errors = report["errors"]
-    print()
-    if errors["total"]:
-        print(f"ERRORS: {errors['total']} failed or wrong answers: {errors['by_phase']}")
-        for example in errors["examples"]:
-            print(f"  {example}")
-    else:
-        print("errors: none (every answer checked)")
+    print_errors(report)
 
 
 # --- entry point -----------------------------------------------------------------------------------
@@ -757,15 +702,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if min(args.rounds, args.concurrency, args.subjects, args.profiles) < 1:
         parser.error("--rounds, --concurrency, --subjects and --profiles must be >= 1")
     return args
-
-
-def _command(argv: Sequence[str]) -> str:
-    executable = Path(sys.executable)
-    try:
-        shown = str(executable.relative_to(Path.cwd()))
-    except ValueError:
-        shown = str(executable)
-    return shlex.join([shown, "-m", "bench.preferences", *argv])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -804,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"FAILED: {type(exc).__name__}: {exc}")
         return 1
     assert context is not None
-    report = build_report(measured, context, machine, _command(argv))
+    report = build_report(measured, context, machine, command_line("bench.preferences", argv))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
