@@ -7,8 +7,6 @@ transaction, re-checked under the subject's chain lock, so several replicas may 
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -17,13 +15,12 @@ from litestar import Litestar
 
 from services.consent.repository import ConsentRepository
 from services.consent.service import ConsentService, SigningKeys
+from tillit.background import PeriodicHooks, periodic
 from tillit.db import Database
 from tillit.policy import Policy
 from tillit.types import utcnow
 
 __all__ = ["expiry_sweeper", "sweep_once"]
-
-_log = logging.getLogger("tillit.consent.expiry")
 
 
 async def sweep_once(
@@ -54,27 +51,10 @@ async def sweep_once(
     return recorded
 
 
-def expiry_sweeper(interval: float) -> tuple[Callable[[Litestar], None], Callable[[Litestar], object]]:
+def expiry_sweeper(interval: float) -> PeriodicHooks:
     """Start and stop hooks that sweep every ``interval`` seconds while the app runs (0 disables)."""
-    tasks: list[asyncio.Task[None]] = []
 
-    async def loop(app: Litestar) -> None:
-        while True:
-            try:
-                recorded = await sweep_once(app.state.database, app.state.policy, app.state.signing_keys)
-                if recorded:
-                    _log.info("recorded %d expired consents", recorded)
-            except Exception:
-                _log.exception("the expiry sweep failed; it will try again")
-            await asyncio.sleep(interval)
+    async def sweep(app: Litestar) -> int:
+        return await sweep_once(app.state.database, app.state.policy, app.state.signing_keys)
 
-    def start(app: Litestar) -> None:
-        if interval > 0:
-            tasks.append(asyncio.get_running_loop().create_task(loop(app)))
-
-    async def stop(_: Litestar) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    return start, stop
+    return periodic("consent-expiry", interval, sweep)

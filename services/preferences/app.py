@@ -10,6 +10,7 @@ from litestar import Litestar
 from services.preferences.api import ProfileController, SubjectDataController
 from services.preferences.quizzes.api import QUIZ_CONTROLLERS, load_stored_quizzes
 from services.preferences.quizzes.definitions import QUIZ_DIR
+from services.preferences.quizzes.purge import session_purger
 from services.preferences.quizzes.service import QuizCatalogue, session_lifetime
 from services.preferences.service import check_fields_declared
 from tillit.app import create_internal_service
@@ -44,4 +45,5 @@ def create_app() -> Litestar:
         check_policy=check_policy,
         state=quiz_state,
         on_startup=[load_stored_quizzes],
+        background=lambda settings: session_purger(settings.expiry_sweep_seconds),
     )

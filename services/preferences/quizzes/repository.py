@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -92,3 +93,14 @@ class QuizRepository:
     async def counters(self, quiz_id: str) -> Sequence[QuizCounter]:
         result = await self.session.exec(select(QuizCounter).where(QuizCounter.quiz_id == quiz_id))
         return result.all()
+
+    async def purge_sessions_expired_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` unfinished sessions that expired before ``cutoff``; how many went."""
+        doomed = (
+            select(QuizSession.id)
+            .where(QuizSession.status == "in_progress", QuizSession.expires_at < cutoff)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        result = await self.session.exec(delete(QuizSession).where(QuizSession.id.in_(doomed)))  # type: ignore[call-overload,attr-defined]
+        return int(result.rowcount or 0)

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 from services.preferences.quizzes.definitions import QUIZ_DIR
+from services.preferences.quizzes.purge import PURGE_GRACE, purge_once
 from services.preferences.quizzes.repository import QuizRepository
 from services.preferences.quizzes.schemas import AnswerIn, SessionOut, StartSession
 from services.preferences.quizzes.service import Gone, QuizCatalogue, QuizService, quiz_source
@@ -22,7 +23,7 @@ from services.preferences.service import ProfileService
 from services.preferences.tests.support import patch, profile_service, subject_rows
 from tillit.db import Database
 from tillit.policy import load_policy
-from tillit.problems import Conflict, Unprocessable
+from tillit.problems import Conflict, NotFound, Unprocessable
 from tillit.settings import REPO_ROOT
 
 pytestmark = pytest.mark.anyio
@@ -231,6 +232,27 @@ async def test_an_abandoned_session_expires(quiz: Harness, clock: Clock) -> None
         await quiz.answer(session.id, "everyday", "clean")
     with pytest.raises(Gone):
         await quiz.run(lambda service: service.get(session.id))
+
+
+async def test_abandoned_sessions_are_purged_after_the_grace_and_finished_ones_stay(
+    quiz: Harness, clock: Clock, database: Database
+) -> None:
+    abandoned = await quiz.start("astrid")
+    finished = await quiz.finish("birgit", WOMENS_MINIMAL)
+    clock.now = T0 + LIFETIME + PURGE_GRACE - timedelta(seconds=1)
+    assert await purge_once(database, clock) == 0
+    with pytest.raises(Gone):
+        await quiz.run(lambda service: service.get(abandoned.id))
+
+    clock.now += timedelta(seconds=2)
+    late = await quiz.start("carin")
+    assert await purge_once(database, clock, batch=1) == 1
+    with pytest.raises(NotFound):
+        await quiz.run(lambda service: service.get(abandoned.id))
+    assert (await quiz.run(lambda service: service.get(finished.id))).status == "completed"
+    assert (await quiz.run(lambda service: service.get(late.id))).status == "in_progress"
+    analytics = await quiz.run(lambda service: service.analytics("style"))
+    assert analytics.versions[0].starts == 3
 
 
 async def test_of_two_simultaneous_answers_exactly_one_wins(quiz: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
