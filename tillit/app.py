@@ -15,6 +15,7 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import RequestEncodingType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
@@ -52,9 +53,25 @@ async def ready(state: State) -> Response[dict[str, str]]:
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def require_json_body(request: Request[Any, Any, Any]) -> None:
-    """API writes take JSON only; anything else is refused before it is read."""
+def _json_body_parameter(request: Request[Any, Any, Any]) -> Any | None:
+    """The handler's ``data`` parameter when it takes a JSON body on an API write, else ``None``.
+
+    Writes without a body (``POST .../back``) need no content type; a handler that declares another
+    body encoding (a form, as RFC 8058 one-click unsubscribe posts) has Litestar check it instead.
+    """
     if request.method not in _BODY_METHODS or not request.url.path.startswith("/v1/"):
+        return None
+    parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if parameter is None:
+        return None
+    body = parameter.kwarg_definition
+    media_type = getattr(body, "media_type", RequestEncodingType.JSON)
+    return parameter if media_type in (RequestEncodingType.JSON, MediaType.JSON) else None
+
+
+def require_json_body(request: Request[Any, Any, Any]) -> None:
+    """API writes that take a body take JSON only; anything else is refused before it is read."""
+    if _json_body_parameter(request) is None:
         return
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
@@ -68,9 +85,7 @@ async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
     requests the published schema forbids; the body is decoded strictly first and refused if it
     does not match.
     """
-    if request.method not in _BODY_METHODS or not request.url.path.startswith("/v1/"):
-        return
-    parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
+    parameter = _json_body_parameter(request)
     if parameter is None:
         return
     try:

@@ -14,7 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.preferences.quizzes.definitions import Quiz
 from services.preferences.quizzes.repository import QuizRepository
-from services.preferences.quizzes.schemas import AnswerIn, QuizAnalytics, QuizList, SessionOut, StartSession, Step
+from services.preferences.quizzes.schemas import AnswerIn, QuizAnalytics, QuizList, SessionOut, StartSession
 from services.preferences.quizzes.service import QuizCatalogue, QuizService
 from services.preferences.repository import ProfileRepository
 from services.preferences.service import ProfileService
@@ -125,18 +125,18 @@ class QuizSessionController(Controller):
         "/quiz-sessions/{session_id:uuid}/back",
         summary="Go back to the previous question (its answer is shown; answering again replaces it)",
         status_code=HTTP_200_OK,
-        responses=problem_responses(400, 401, 404, 409, 410, 413, 415),
+        responses=problem_responses(401, 404, 409, 410),
     )
-    async def back(self, session_id: UUID, data: Step, quizzes: QuizService) -> SessionOut:
+    async def back(self, session_id: UUID, quizzes: QuizService) -> SessionOut:
         return await quizzes.back(str(session_id))
 
     @post(
         "/quiz-sessions/{session_id:uuid}/complete",
         summary="Complete the session: the derived traits are written into the profile with provenance",
         status_code=HTTP_200_OK,
-        responses=problem_responses(400, 401, 404, 409, 410, 413, 415),
+        responses=problem_responses(401, 404, 409, 410),
     )
-    async def complete(self, session_id: UUID, data: Step, quizzes: QuizService) -> SessionOut:
+    async def complete(self, session_id: UUID, quizzes: QuizService) -> SessionOut:
         return await quizzes.complete(str(session_id))
 
 

@@ -23,7 +23,6 @@ __all__ = [
     "SessionOut",
     "SessionStatus",
     "StartSession",
-    "Step",
     "VersionAnalytics",
 ]
 
@@ -46,10 +45,6 @@ class StartSession(msgspec.Struct, forbid_unknown_fields=True):
     quiz_id: QuizSlug
     locale: Language
     version: QuizVersion | None = None
-
-
-class Step(msgspec.Struct, forbid_unknown_fields=True):
-    """The body of ``back`` and ``complete``: an empty JSON object (API writes take JSON bodies only)."""
 
 
 class AnswerIn(msgspec.Struct, forbid_unknown_fields=True):

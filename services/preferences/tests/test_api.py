@@ -150,7 +150,11 @@ async def test_a_quiz_session_over_http_ends_in_the_profile(client: AsyncTestCli
         response = await client.post(answers, json={"question_id": question, "answer": answer})
         assert response.status_code == 200, response.text
     assert response.json()["current_question"] is None
-    completed = await client.post(f"/v1/quiz-sessions/{session['id']}/complete", json={})
+    back = await client.post(f"/v1/quiz-sessions/{session['id']}/back")
+    assert back.json()["current_question"]["id"] == "deal_picks", back.text
+    response = await client.post(answers, json={"question_id": "deal_picks", "answer": ["outlet"]})
+    assert response.status_code == 200, response.text
+    completed = await client.post(f"/v1/quiz-sessions/{session['id']}/complete")
     assert completed.status_code == 200, completed.text
     assert completed.json()["traits"]["style"] == "street"
     again = await client.post(answers, json={"question_id": "deal_picks", "answer": ["outlet"]})
