@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import signal
 import sys
@@ -48,7 +49,18 @@ def _serve(component: str) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
 
-    Server(
+    class PolicyReloadingServer(Server):  # type: ignore[misc, valid-type]
+        """SIGHUP reloads the policy inside the worker (atomically, keeping it if the new one is invalid).
+
+        granian's own SIGHUP respawns the workers, and a worker cannot start on an invalid policy.
+        """
+
+        def signal_handler_reload(self, *_args: object, **_kwargs: object) -> None:
+            for worker in multiprocessing.active_children():
+                if worker.pid is not None:
+                    os.kill(worker.pid, signal.SIGHUP)
+
+    PolicyReloadingServer(
         APP_FACTORIES[component],
         address=settings.host,
         port=settings.port,
