@@ -19,6 +19,7 @@ from services.consent.requests.cli import add_request_commands, run_request_comm
 from tillit.keys import KEY_NAMES, ensure_signing_key
 from tillit.launcher import APP_FACTORIES, Platform, PlatformError
 from tillit.policy import PolicyError, load_policy
+from tillit.policy_cli import add_policy_commands, run_policy_command
 from tillit.receipt_cli import add_receipt_commands, run_receipt_command
 from tillit.settings import COMPONENTS, load_settings
 
@@ -246,8 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("component", choices=COMPONENTS)
     keys = commands.add_parser("keys", help="signing keys")
     keys.add_subparsers(dest="action", required=True).add_parser("init", help="create missing keys")
-    policy = commands.add_parser("policy", help="the release policy")
-    policy.add_subparsers(dest="action", required=True).add_parser("check", help="validate policies/*.yaml")
+    add_policy_commands(commands)
     ledger = commands.add_parser("ledger", help="the consent ledger")
     verify = ledger.add_subparsers(dest="action", required=True).add_parser(
         "verify", help="walk every hash chain; exit 1 naming the first altered, missing or inserted event"
@@ -280,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _init_keys()
             return 0
         case "policy":
-            return _policy_check()
+            return _policy_check() if args.action == "check" else run_policy_command(args)
         case "consents":
             return _consents_import(args.file, args.format)
         case "ledger":

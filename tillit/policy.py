@@ -268,6 +268,8 @@ class Policy(msgspec.Struct, frozen=True):
     controller: Controller | None = None
     notices: dict[str, list[Notice]] = {}
     traits: dict[str, Trait] = {}
+    origins: dict[str, str] = {}
+    """Which file defined each key (``channels.ads`` -> ``.../release.yaml``), for explanations."""
 
     def expires_at(self, purpose: str, given_at: datetime) -> datetime | None:
         duration = self.purposes[purpose].consent_duration
@@ -370,6 +372,7 @@ def load_policy(policy_dir: Path) -> Policy:
         controller=controller,
         notices=notices,
         traits=traits,
+        origins={key: str(path) for key, path in origin.items()},
     )
 
 
