@@ -83,7 +83,7 @@ def basis_condition(policy: Policy, purpose: str) -> str:
         return words
     if declared.legal_basis == "legitimate_interest":
         return "on legitimate interest: no consent needed, unless the shopper objected (a recorded withdrawal)"
-    return f"on {declared.legal_basis.replace('_', ' ')}: no consent needed"
+    return f"on the {declared.legal_basis.replace('_', ' ')} basis: no consent needed"
 
 
 def _entry(policy: Policy, name: str) -> tuple[Literal["field", "trait"], str, str] | None:

@@ -95,9 +95,7 @@ async def test_a_file_added_or_removed_counts_as_a_change(policy_file: Path) -> 
     app = app_with_policy(policy_file.parent)
     reloader = PolicyReloader(app, policy_file.parent)
     extra = policy_file.parent / "traits.yaml"
-    extra.write_text(
-        "traits:\n  style: {type: text, category: user.demographic.profile, description: d, max_length: 9}\n"
-    )
+    edit(extra, "traits:\n  style: {type: text, category: user.demographic.profile, description: d, max_length: 9}\n")
     assert await reloader.poll()
     assert "style" in app.state.policy.traits
     remove(extra)
