@@ -17,6 +17,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.oauth import Caller, TokenService
+from gateway.ratelimit import enforce_rate_limit
 from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import CapturedConsent, ConsentConfirmation, OAuthError, ProfileRelease, TokenResponse
 from gateway.service import GatewayService
@@ -27,9 +28,14 @@ __all__ = ["ConsentController", "OAuthController", "SubjectController", "require
 
 
 def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: a valid access token from ``/oauth/token``; the caller is kept on the request state."""
+    """Guard: a valid access token from ``/oauth/token``, within its channel's rate limit (else 429).
+
+    The caller is kept on the request state.
+    """
     tokens: TokenService = connection.app.state.tokens
-    connection.state.caller = tokens.verify(connection.headers.get("authorization"))
+    caller = tokens.verify(connection.headers.get("authorization"))
+    enforce_rate_limit(connection.app.state, caller)
+    connection.state.caller = caller
 
 
 def provide_caller(request: Request[Any, Any, Any]) -> Caller:
@@ -145,7 +151,7 @@ class SubjectController(Controller):
     @get(
         "/profile",
         summary="The subject's profile, filtered for one purpose by policy and consent",
-        responses=problem_responses(400, 401, 403, 404, 422, 503),
+        responses=problem_responses(400, 401, 403, 404, 422, 429, 503),
     )
     async def profile(
         self, subject_id: SubjectIdPath, purpose: PurposeQuery, caller: Caller, gateway: GatewayService
@@ -156,7 +162,7 @@ class SubjectController(Controller):
         "/consents",
         status_code=HTTP_201_CREATED,
         summary="Record consent a channel captured itself",
-        responses=problem_responses(400, 401, 403, 413, 415, 422, 503),
+        responses=problem_responses(400, 401, 403, 413, 415, 422, 429, 503),
     )
     async def capture_consent(
         self,
@@ -185,7 +191,7 @@ class ConsentController(Controller):
         "/confirmations",
         status_code=HTTP_201_CREATED,
         summary="Double opt-in: hand back the token from the confirmation link; the consent starts to count",
-        responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+        responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
     )
     async def confirm(self, data: ConsentConfirmation, caller: Caller, gateway: GatewayService) -> dict[str, Any]:
         return await gateway.confirm_consent(caller, data)

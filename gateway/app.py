@@ -8,6 +8,7 @@ from litestar import Litestar
 
 from gateway.api import ConsentController, OAuthController, SubjectController
 from gateway.oauth import TokenService
+from gateway.ratelimit import RateLimiter
 from gateway.upstream import Upstream
 from tillit.app import create_app as create_component_app
 from tillit.keys import (
@@ -62,6 +63,7 @@ def create_app() -> Litestar:
         state={
             "policy": policy,
             "upstream": upstream,
+            "rate_limiter": RateLimiter(settings.rate_limit_scale),
             "access_token_jwks": access_public_keys.as_dict(private=False),
             "receipt_jwks": load_public_keys(settings.keys_dir, RECEIPT_KEY).as_dict(private=False),
         },

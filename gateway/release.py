@@ -2,7 +2,9 @@
 
 A field is released only when the channel is registered for the purpose, the field's data
 category is one the purpose may use, and the purpose's legal basis holds for the subject now.
-Everything else is withheld, with the reason and without the value.
+Everything else is withheld, with the reason and without the value. A released field is handed
+over in the form the channel's policy transforms it to (e.g. the hashed e-mail for ads), under
+its own name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, Literal
 import msgspec
 
 from tillit.policy import Policy
+from tillit.transforms import apply_transform
 
 __all__ = ["ConsentView", "Decision", "Withheld", "WithheldReason", "decide"]
 
@@ -48,6 +51,8 @@ class Decision(msgspec.Struct, frozen=True):
     released: dict[str, Any]
     withheld: list[Withheld]
     consent_event_id: str | None
+    transformed: dict[str, str] = {}
+    """Released field -> the transform its value went through."""
 
 
 def _basis_failure(policy: Policy, purpose: str, consent: ConsentView | None, now: datetime) -> WithheldReason | None:
@@ -77,8 +82,13 @@ def decide(
     profile: Mapping[str, Any],
     consent: ConsentView | None,
     now: datetime,
+    channel: str | None = None,
 ) -> Decision:
-    """Apply the release rule; the caller has already checked the channel may ask for ``purpose``."""
+    """Apply the release rule; the caller has already checked the channel may ask for ``purpose``.
+
+    With ``channel``, released values go through the transforms the policy names for that channel.
+    """
+    transforms = policy.channels[channel].transforms if channel is not None and channel in policy.channels else {}
     may_use = set(policy.purposes[purpose].may_use)
     basis_failure = _basis_failure(policy, purpose, consent, now)
     released: dict[str, Any] = {}
@@ -92,7 +102,10 @@ def decide(
             withheld.append(Withheld(name, "category_not_permitted"))
         elif basis_failure is not None:
             withheld.append(Withheld(name, basis_failure))
+        elif name in transforms:
+            released[name] = apply_transform(transforms[name], profile[name])
         else:
             released[name] = profile[name]
     relied_on = consent.event_id if consent is not None and basis_failure is None and released else None
-    return Decision(released=released, withheld=withheld, consent_event_id=relied_on)
+    transformed = {name: transforms[name] for name in released if name in transforms}
+    return Decision(released=released, withheld=withheld, consent_event_id=relied_on, transformed=transformed)

@@ -35,6 +35,8 @@ class ProfileRelease(msgspec.Struct):
     fields: dict[str, Any]
     withheld: list[WithheldField]
     release_id: str
+    transformed: dict[str, str] = {}
+    """Released fields whose value the channel's policy transformed, with the transform (``email: sha256_email``)."""
 
 
 class ChannelEvidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

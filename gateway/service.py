@@ -63,7 +63,7 @@ class GatewayService:
         consent = _unwrap(consent_outcome)  # first: a consent failure (503) outranks a missing profile (404)
         profile = _unwrap(profile_outcome)
         now = self.clock()
-        decision = decide(self.policy, purpose, profile.fields, consent.for_purpose(purpose), now)
+        decision = decide(self.policy, purpose, profile.fields, consent.for_purpose(purpose), now, caller.channel)
         release_id = str(uuid.uuid4())
         withheld = [WithheldField(field=w.field, reason=w.reason) for w in decision.withheld]
         await self.audit.record(
@@ -85,6 +85,7 @@ class GatewayService:
             fields=decision.released,
             withheld=withheld,
             release_id=release_id,
+            transformed=decision.transformed,
         )
 
     async def capture_consent(

@@ -25,6 +25,7 @@ from tillit.logs import configure_logging
 from tillit.migrations import upgrade_to_head
 from tillit.openapi import PreciseRenderPlugin, answer_options
 from tillit.policy import Policy, load_policy
+from tillit.policy_reload import PolicyCheck, PolicyReloader
 from tillit.problems import InvalidRequest, Unavailable, UnsupportedMediaType, exception_handlers
 from tillit.service_tokens import ServiceTokenVerifier
 from tillit.settings import Settings, load_settings
@@ -126,9 +127,14 @@ def create_app(
     on_startup: Sequence[StartupHook] = (),
     on_shutdown: Sequence[StartupHook] = (),
     state: dict[str, Any] | None = None,
+    policy_checks: Sequence[PolicyCheck] = (),
     **litestar_options: Any,
 ) -> Litestar:
-    """Build a component app; with ``migrations`` it owns a database migrated on start."""
+    """Build a component app; with ``migrations`` it owns a database migrated on start.
+
+    With a ``policy`` in ``state`` the app reloads it when its files change or on SIGHUP, installing
+    a new policy only when it validates and passes ``policy_checks``.
+    """
     configure_logging(settings.component, settings.log_level)
 
     @asynccontextmanager
@@ -142,9 +148,15 @@ def create_app(
             result = hook(app)
             if hasattr(result, "__await__"):
                 await result
+        reloader: PolicyReloader | None = None
+        if app.state.get("policy") is not None:
+            reloader = PolicyReloader(app, settings.policy_dir, policy_checks, settings.policy_reload_seconds)
+            reloader.start()
         try:
             yield
         finally:
+            if reloader is not None:
+                await reloader.stop()
             for hook in on_shutdown:
                 result = hook(app)
                 if hasattr(result, "__await__"):
@@ -183,12 +195,14 @@ def create_internal_service(
     state: Callable[[Settings], dict[str, Any]] | None = None,
     background: Callable[[Settings], tuple[StartupHook, StartupHook]] | None = None,
     on_startup: Sequence[StartupHook] = (),
+    policy_checks: Sequence[PolicyCheck] = (),
 ) -> Litestar:
     """An internal service: own database, the policy in ``state.policy``, gateway tokens required.
 
     ``state`` builds the service's own additions to the application state from its settings;
     ``background`` gives start and stop hooks of work the service runs beside its requests;
-    ``on_startup`` hooks run once the database is migrated, before any request.
+    ``on_startup`` hooks run once the database is migrated, before any request. A reloaded policy
+    must pass ``check_policy`` and then ``policy_checks`` before it replaces the one in force.
     """
     settings = load_settings(component)
     policy = load_policy(settings.policy_dir)
@@ -205,4 +219,12 @@ def create_internal_service(
         on_startup=[*on_startup, *([start] if start else [])],
         on_shutdown=[stop] if stop else [],
         state={"policy": policy, "service_token_verifier": verifier, **(state(settings) if state else {})},
+        policy_checks=[*([_as_reload_check(check_policy)] if check_policy else []), *policy_checks],
     )
+
+
+def _as_reload_check(check: Callable[[Policy], None]) -> PolicyCheck:
+    def reload_check(_: Litestar, policy: Policy) -> None:
+        check(policy)
+
+    return reload_check

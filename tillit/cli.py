@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import signal
 import sys
@@ -18,6 +19,7 @@ from services.consent.requests.cli import add_request_commands, run_request_comm
 from tillit.keys import KEY_NAMES, ensure_signing_key
 from tillit.launcher import APP_FACTORIES, Platform, PlatformError
 from tillit.policy import PolicyError, load_policy
+from tillit.policy_cli import add_policy_commands, run_policy_command
 from tillit.receipt_cli import add_receipt_commands, run_receipt_command
 from tillit.settings import COMPONENTS, load_settings
 
@@ -48,7 +50,18 @@ def _serve(component: str) -> int:
     from granian.constants import Interfaces
     from granian.server import Server
 
-    Server(
+    class PolicyReloadingServer(Server):  # type: ignore[misc, valid-type]
+        """SIGHUP reloads the policy inside the worker (atomically, keeping it if the new one is invalid).
+
+        granian's own SIGHUP respawns the workers, and a worker cannot start on an invalid policy.
+        """
+
+        def signal_handler_reload(self, *_args: object, **_kwargs: object) -> None:
+            for worker in multiprocessing.active_children():
+                if worker.pid is not None:
+                    os.kill(worker.pid, signal.SIGHUP)
+
+    PolicyReloadingServer(
         APP_FACTORIES[component],
         address=settings.host,
         port=settings.port,
@@ -234,8 +247,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("component", choices=COMPONENTS)
     keys = commands.add_parser("keys", help="signing keys")
     keys.add_subparsers(dest="action", required=True).add_parser("init", help="create missing keys")
-    policy = commands.add_parser("policy", help="the release policy")
-    policy.add_subparsers(dest="action", required=True).add_parser("check", help="validate policies/*.yaml")
+    add_policy_commands(commands)
     ledger = commands.add_parser("ledger", help="the consent ledger")
     verify = ledger.add_subparsers(dest="action", required=True).add_parser(
         "verify", help="walk every hash chain; exit 1 naming the first altered, missing or inserted event"
@@ -268,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _init_keys()
             return 0
         case "policy":
-            return _policy_check()
+            return _policy_check() if args.action == "check" else run_policy_command(args)
         case "consents":
             return _consents_import(args.file, args.format)
         case "ledger":

@@ -3,7 +3,8 @@
 Every ``*.yaml`` file in the policy directory contributes ``fields``, ``purposes``, ``channels`` and
 ``traits`` (what quizzes may derive about a shopper);
 a key defined twice, a key missing from the fideslang taxonomy, or a reference to something not
-declared stops loading with an error naming the file, the key and the problem. One file may also
+declared stops loading with an error naming the file, the key and the problem. Channels may name
+per-field ``transforms`` (from a closed set, :mod:`tillit.transforms`) and a ``rate_limit``. One file may also
 name the data ``controller`` that consent receipts identify (GDPR Art. 4(7), Kantara ``piiControllers``).
 """
 
@@ -21,6 +22,8 @@ import msgspec
 import yaml
 from email_validator import EmailNotValidError, validate_email
 
+from tillit.transforms import TRANSFORMS
+
 __all__ = [
     "LANGUAGES",
     "Channel",
@@ -35,6 +38,7 @@ __all__ = [
     "PolicyError",
     "PostalAddress",
     "Purpose",
+    "RateLimit",
     "Trait",
     "TraitType",
     "TraitValue",
@@ -44,6 +48,8 @@ __all__ = [
 LegalBasis = Literal["consent", "contract", "legitimate_interest", "legal_obligation"]
 _NAME = r"^[a-z][a-z0-9_]{0,63}$"
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
+_RATE = re.compile(r"^\s*([1-9][0-9]{0,8})\s*/\s*([1-9][0-9]{0,5})?\s*(s|min|h)\s*$")
+_RATE_UNITS: Final = {"s": 1, "min": 60, "h": 3600}
 
 
 class PolicyError(Exception):
@@ -79,6 +85,25 @@ class ConsentDuration(msgspec.Struct, frozen=True):
         return start.replace(year=year, month=month, day=day) + timedelta(days=self.days)
 
 
+class RateLimit(msgspec.Struct, frozen=True):
+    """At most ``requests`` in any ``per_seconds``, written ``50/s``, ``600/min``, ``100/10s`` or ``3000/h``."""
+
+    requests: int
+    per_seconds: int
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        match = _RATE.match(text)
+        if not match:
+            raise ValueError(f"{text!r} is not a rate limit like 50/s, 600/min, 100/10s or 3000/h")
+        requests, count, unit = match.groups()
+        return cls(int(requests), int(count or 1) * _RATE_UNITS[unit])
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.per_seconds
+
+
 class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     category: str
     description: str = ""
@@ -101,8 +126,21 @@ class Purpose(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Channel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which purposes a channel may ask for, how its released fields are transformed, how often it may ask.
+
+    ``transforms`` maps a field (or trait) to a name in :data:`tillit.transforms.TRANSFORMS`; the
+    channel receives the transformed value under the field's name. ``rate_limit`` bounds each of the
+    channel's OAuth clients (see :class:`RateLimit`).
+    """
+
     purposes: list[str]
     description: str = ""
+    transforms: dict[str, str] = {}
+    rate_limit: str | None = None
+
+    @property
+    def rate(self) -> RateLimit | None:
+        return _rate_limit(self.rate_limit) if self.rate_limit is not None else None
 
 
 TraitType = Literal["enum", "list", "number", "text"]
@@ -230,6 +268,8 @@ class Policy(msgspec.Struct, frozen=True):
     controller: Controller | None = None
     notices: dict[str, list[Notice]] = {}
     traits: dict[str, Trait] = {}
+    origins: dict[str, str] = {}
+    """Which file defined each key (``channels.ads`` -> ``.../release.yaml``), for explanations."""
 
     def expires_at(self, purpose: str, given_at: datetime) -> datetime | None:
         duration = self.purposes[purpose].consent_duration
@@ -248,6 +288,11 @@ class Policy(msgspec.Struct, frozen=True):
         """The oldest notice version whose consents still count at ``now``."""
         material = [n.version for n in self.notices.get(purpose, []) if n.material and n.effective <= now]
         return max(material, default=1)
+
+
+@cache
+def _rate_limit(text: str) -> RateLimit:
+    return RateLimit.parse(text)
 
 
 @cache
@@ -315,7 +360,7 @@ def load_policy(policy_dir: Path) -> Policy:
                     raise PolicyError(path, key, f"already defined in {origin[key]}")
                 origin[key] = path
                 target[name] = value  # type: ignore[index]
-    _validate(fields, purposes, channels, origin)
+    _validate(fields, purposes, channels, traits, origin)
     _validate_notices(notices, purposes, origin)
     _validate_traits(traits, fields, origin)
     return Policy(
@@ -327,6 +372,7 @@ def load_policy(policy_dir: Path) -> Policy:
         controller=controller,
         notices=notices,
         traits=traits,
+        origins={key: str(path) for key, path in origin.items()},
     )
 
 
@@ -401,6 +447,7 @@ def _validate(
     fields: dict[str, Field],
     purposes: dict[str, Purpose],
     channels: dict[str, Channel],
+    traits: dict[str, Trait],
     origin: dict[str, Path],
 ) -> None:
     categories, uses = _taxonomy()
@@ -433,3 +480,22 @@ def _validate(
                     f"channels.{name}.purposes",
                     f"{purpose_name!r} is not a purpose declared in the policy",
                 )
+        _validate_channel_extras(name, channel, fields, traits, origin[f"channels.{name}"])
+
+
+def _validate_channel_extras(
+    name: str, channel: Channel, fields: dict[str, Field], traits: dict[str, Trait], where: Path
+) -> None:
+    for field_name, transform in channel.transforms.items():
+        key = f"channels.{name}.transforms.{field_name}"
+        if field_name not in fields and field_name not in traits:
+            raise PolicyError(where, key, f"{field_name!r} is not a field or trait declared in the policy")
+        if transform not in TRANSFORMS:
+            raise PolicyError(
+                where, key, f"unknown transform {transform!r}; known transforms: {', '.join(sorted(TRANSFORMS))}"
+            )
+    if channel.rate_limit is not None:
+        try:
+            RateLimit.parse(channel.rate_limit)
+        except ValueError as exc:
+            raise PolicyError(where, f"channels.{name}.rate_limit", str(exc)) from exc

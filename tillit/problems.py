@@ -27,6 +27,7 @@ __all__ = [
     "NotFound",
     "Problem",
     "TillitError",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "Unprocessable",
@@ -49,6 +50,7 @@ _DESCRIPTIONS = {
     413: "The body is larger than allowed",
     415: "The body is not JSON",
     422: "Understood but not acceptable (e.g. an unknown purpose)",
+    429: "Over the channel's rate limit; Retry-After says how many seconds to wait",
     503: "A dependency is unavailable; nothing was released or changed",
 }
 
@@ -156,6 +158,14 @@ class UnsupportedMediaType(TillitError):
     status_code = 415
     slug = "unsupported-media-type"
     title = "Unsupported media type"
+
+
+class TooManyRequests(TillitError):
+    """Over a rate limit; give a ``Retry-After`` header."""
+
+    status_code = 429
+    slug = "rate-limited"
+    title = "Too many requests"
 
 
 class Unavailable(TillitError):

@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     server: str = "granian"
     expiry_sweep_seconds: float = 60.0
+    policy_reload_seconds: float = 1.0
+    rate_limit_scale: float = 1.0
 
     def url_of(self, component: str) -> str:
         return self.urls[component]
@@ -90,6 +92,13 @@ def _server(env: _Environ) -> str:
     return server
 
 
+def _positive(env: _Environ, name: str, default: float) -> float:
+    value = float(env(name) or default)
+    if value <= 0:
+        raise ValueError(f"TILLIT_{name}={value}; expected a number above 0")
+    return value
+
+
 def _port(env: _Environ, component: str) -> int:
     return int(env(f"{component.upper()}_PORT") or DEFAULT_PORTS[component])
 
@@ -119,4 +128,6 @@ def load_settings(component: str, environ: Mapping[str, str] | None = None) -> S
         log_level=(env("LOG_LEVEL") or "INFO").upper(),
         server=_server(env),
         expiry_sweep_seconds=float(env("EXPIRY_SWEEP_SECONDS") or 60.0),
+        policy_reload_seconds=float(env("POLICY_RELOAD_SECONDS") or 1.0),
+        rate_limit_scale=_positive(env, "RATE_LIMIT_SCALE", 1.0),
     )

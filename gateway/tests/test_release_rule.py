@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -48,3 +49,20 @@ def test_without_a_consent_that_counts_now_nothing_is_released(consent: ConsentV
     assert decision.released == {}
     assert {w.reason for w in decision.withheld if w.field in ("shoe_size", "style")} == {reason}
     assert decision.consent_event_id is None
+
+
+def test_the_ads_channel_receives_the_hashed_email_under_its_own_name() -> None:
+    ads = "marketing.advertising.third_party.targeted"
+    profile = {"email": " Mia.Virtanen@example.com", "first_name": "Mia"}
+    decision = decide(POLICY, ads, profile, given(), NOW, channel="ads")
+    assert decision.released == {"email": hashlib.sha256(b"mia.virtanen@example.com").hexdigest()}
+    assert decision.transformed == {"email": "sha256_email"}
+    assert [(w.field, w.reason) for w in decision.withheld] == [("first_name", "category_not_permitted")]
+
+
+def test_a_withheld_field_is_not_named_as_transformed_and_other_channels_get_plain_values() -> None:
+    ads = "marketing.advertising.third_party.targeted"
+    withheld = decide(POLICY, ads, {"email": "a@example.com"}, None, NOW, channel="ads")
+    assert (withheld.released, withheld.transformed) == ({}, {})
+    plain = decide(POLICY, "marketing.communications.email", {"email": "a@example.com"}, given(), NOW, channel="email")
+    assert (plain.released, plain.transformed) == ({"email": "a@example.com"}, {})

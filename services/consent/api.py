@@ -17,6 +17,7 @@ from services.consent.repository import ConsentRepository
 from services.consent.schemas import (
     ConfirmConsent,
     ConsentHistory,
+    ConsentStats,
     GpcOutcome,
     GpcSignal,
     ImportBatch,
@@ -205,3 +206,12 @@ class ConsentController(Controller):
     )
     async def verify_ledger(self, consents: ConsentService) -> LedgerReport:
         return await consents.verify()
+
+    @get(
+        "/stats/consents",
+        summary="How many subjects' consent counts now, per consent-based purpose (read only)",
+        dependencies=READ_ONLY,
+        responses=problem_responses(401),
+    )
+    async def consent_stats(self, consents: ConsentService) -> ConsentStats:
+        return await consents.stats()

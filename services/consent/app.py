@@ -41,9 +41,14 @@ def signing_state(settings: Settings) -> dict[str, Any]:
 
 
 async def register_notices(app: Litestar) -> None:
+    await publish_notices(app, app.state.policy)
+
+
+async def publish_notices(app: Litestar, policy: Policy) -> None:
+    """At start and before a reloaded policy is installed: a published notice text never changes."""
     database: Database = app.state.database
     async with database.sessionmaker() as session, session.begin():
-        await ConsentService(ConsentRepository(session), app.state.policy).register_notices()
+        await ConsentService(ConsentRepository(session), policy).register_notices()
 
 
 def create_app() -> Litestar:
@@ -61,4 +66,5 @@ def create_app() -> Litestar:
         state=signing_state,
         background=lambda settings: expiry_sweeper(settings.expiry_sweep_seconds),
         on_startup=[register_notices],
+        policy_checks=[publish_notices],
     )

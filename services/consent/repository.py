@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import bindparam, insert, text, update
+from sqlalchemy import bindparam, func, insert, or_, text, update
 from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
@@ -248,6 +248,18 @@ class ConsentRepository:
             .limit(limit)
         )
         return [(row.subject_id, row.purpose) for row in result]
+
+    async def given_counts(self, now: datetime) -> dict[tuple[str, int], int]:
+        """Subjects with an unexpired given consent, per (purpose, notice version; 1 when none was shown)."""
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(_state.c.purpose, _state.c.notice_version, func.count())
+            .where(_state.c.status == "given", or_(_state.c.expires_at.is_(None), _state.c.expires_at > now))
+            .group_by(_state.c.purpose, _state.c.notice_version)
+        )
+        counts: dict[tuple[str, int], int] = {}
+        for purpose, version, count in result:
+            counts[(purpose, version or 1)] = counts.get((purpose, version or 1), 0) + count
+        return counts
 
     async def event(self, subject_id: str, event_id: str) -> ConsentEvent | None:
         result = await self.session.exec(

@@ -14,6 +14,7 @@ __all__ = [
     "ConfirmConsent",
     "ConsentEventOut",
     "ConsentHistory",
+    "ConsentStats",
     "ConsentStatus",
     "ConsentStatusOut",
     "EventAction",
@@ -173,6 +174,16 @@ class SubjectConsents(msgspec.Struct):
     subject_id: str
     as_of: datetime
     consents: list[ConsentStatusOut]
+
+
+class ConsentStats(msgspec.Struct):
+    """How many subjects' consent counts now, per purpose based on consent (``tillit policy diff``).
+
+    Counted like the release rule counts: given, not expired, under a notice version that still counts.
+    """
+
+    as_of: datetime
+    active: dict[str, int]
 
 
 class PurposeOut(msgspec.Struct):

@@ -23,6 +23,7 @@ from services.consent.schemas import (
     ConfirmConsent,
     ConsentEventOut,
     ConsentHistory,
+    ConsentStats,
     ConsentStatusOut,
     Evidence,
     GpcOutcome,
@@ -100,6 +101,16 @@ class ConsentService:
             PurposeOut(key=key, title=p.title, legal_basis=p.legal_basis, consent_lasts=p.consent_lasts)
             for key, p in self.policy.purposes.items()
         ]
+
+    async def stats(self) -> ConsentStats:
+        """Subjects whose consent counts now, per purpose of the policy that is based on consent."""
+        now = self.clock()
+        counts = await self.repository.given_counts(now)
+        active = {name: 0 for name, purpose in self.policy.purposes.items() if purpose.legal_basis == "consent"}
+        for (purpose, version), count in counts.items():
+            if purpose in active and version >= self.policy.reconsent_floor(purpose, now):
+                active[purpose] += count
+        return ConsentStats(as_of=now, active=active)
 
     async def record(self, subject_id: str, command: RecordConsent, *, gpc: bool = False) -> RecordedConsent:
         """Append the shopper's or channel's decision; a GPC signal on the request is honoured too."""

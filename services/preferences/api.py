@@ -11,14 +11,21 @@ from litestar.status_codes import HTTP_200_OK
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.preferences.repository import ProfileRepository
-from services.preferences.schemas import ErasureConfirmation, Profile, ProfileHistory, ProfilePatch, SubjectExport
+from services.preferences.schemas import (
+    ErasureConfirmation,
+    Profile,
+    ProfileHistory,
+    ProfilePatch,
+    ProfileStats,
+    SubjectExport,
+)
 from services.preferences.service import ProfileService
 from tillit.db import provide_read_session
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
 from tillit.types import SubjectIdPath
 
-__all__ = ["ProfileController", "SubjectDataController"]
+__all__ = ["ProfileController", "StatsController", "SubjectDataController"]
 
 READ_ONLY = {"session": Provide(provide_read_session)}
 """Handlers that only read take an autocommit session: no BEGIN and COMMIT round trips."""
@@ -92,3 +99,19 @@ class SubjectDataController(Controller):
     )
     async def erase(self, subject_id: SubjectIdPath, profiles: ProfileService) -> ErasureConfirmation:
         return await profiles.erase(subject_id)
+
+
+class StatsController(Controller):
+    path = "/v1/stats"
+    tags = ["stats"]
+    guards = [require_service_token]
+    dependencies = {"profiles": Provide(provide_profile_service, sync_to_thread=False)}
+
+    @get(
+        "/subjects",
+        summary="How many subjects hold a profile (read only)",
+        dependencies=READ_ONLY,
+        responses=problem_responses(401),
+    )
+    async def subjects(self, profiles: ProfileService) -> ProfileStats:
+        return await profiles.stats()

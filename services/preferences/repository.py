@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, distinct, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -45,6 +45,11 @@ class ProfileRepository:
             _lock_statement(self.session.bind.dialect.name),
             params={"subject_id": subject_id, "version": 0, "updated_at": now},
         )
+
+    async def count_subjects(self) -> int:
+        """Subjects holding at least one profile value."""
+        result = await self.session.exec(select(func.count(distinct(ProfileValue.subject_id))))
+        return int(result.one())
 
     async def values_for(self, subject_id: str) -> Sequence[ProfileValue]:
         result = await self.session.exec(

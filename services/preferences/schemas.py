@@ -30,6 +30,7 @@ __all__ = [
     "ProfileFields",
     "ProfileHistory",
     "ProfilePatch",
+    "ProfileStats",
     "Provenance",
     "Sizes",
     "StoredProfile",
@@ -182,6 +183,13 @@ class SubjectExport(msgspec.Struct):
     service: str
     exported_at: datetime
     sections: PreferenceSections
+
+
+class ProfileStats(msgspec.Struct):
+    """How many subjects hold a profile now (``tillit policy diff`` for purposes not based on consent)."""
+
+    as_of: datetime
+    subjects: int
 
 
 class ErasureConfirmation(msgspec.Struct):

@@ -25,6 +25,7 @@ from services.preferences.schemas import (
     ProfileChangeOut,
     ProfileHistory,
     ProfilePatch,
+    ProfileStats,
     Provenance,
     StoredProfile,
     SubjectExport,
@@ -53,6 +54,9 @@ class ProfileService:
     def __init__(self, repository: ProfileRepository, clock: Callable[[], datetime] = utcnow) -> None:
         self.repository = repository
         self.clock = clock
+
+    async def stats(self) -> ProfileStats:
+        return ProfileStats(as_of=self.clock(), subjects=await self.repository.count_subjects())
 
     async def get(self, subject_id: str) -> Profile:
         values = await self.repository.values_for(subject_id)
