@@ -57,13 +57,17 @@ from bench._report import command_line, fmt, print_errors, print_machine
 from bench.consent import (
     ERROR_EXAMPLES,
     REPO_ROOT,
+    PySpy,
     Problems,
+    _descendants,
     _postmaster,
+    _py_spy,
     _ratio,
     _status_problem,
     _verdict,
     log,
     read_check,
+    summarize_profile,
 )
 from bench.preferences import profile_check, profile_fields
 from tests.platform import RunningPlatform, free_port, postgres_available, running_platform
@@ -255,6 +259,7 @@ class Context:
     pids: dict[str, int]
     problems: Problems = field(default_factory=Problems)
     sample: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
 
 
 def targets(context: Context) -> dict[str, list[Target]]:
@@ -342,7 +347,34 @@ async def measure(context: Context) -> dict[str, list[LoadResult]]:
                     f"round {number + 1}/{args.rounds}      {side:<8} {result.throughput:8.0f} req/s"
                     f"  p50 {result.latency_ms(0.50):6.1f} ms  p99 {result.latency_ms(0.99):6.1f} ms"
                 )
+        if args.profile:
+            context.profile = await profile_release(context, loads["release"])
     return results
+
+
+async def profile_release(
+    context: Context, load: Callable[[float, Callable[[], dict[str, int]] | None], Awaitable[LoadResult]]
+) -> dict[str, Any]:
+    """py-spy on the gateway's and both services' workers at once under release load (not used for ratios)."""
+    executable = _py_spy()
+    if executable is None:
+        log("py-spy is not installed; no profile (pip install py-spy)")
+        return {}
+    directory = Path(context.args.profile)
+    directory.mkdir(parents=True, exist_ok=True)
+    spies = {}
+    for name in ("gateway", "consent", "preferences"):
+        workers = _descendants(context.pids[name]) or {context.pids[name]: 0}
+        worker = max(workers, key=lambda pid: workers[pid])
+        spies[name] = PySpy(executable, worker, directory / f"{name}-release.txt")
+    log(f"profiling      release  py-spy on gateway, consent, preferences -> {directory}")
+    await asyncio.sleep(1.0)  # attached before the load starts
+    try:
+        context.problems.add_result("profile release", await load(context.args.profile_seconds, None))
+    finally:
+        for spy in spies.values():
+            spy.stop()
+    return {name: summarize_profile(spy.output) for name, spy in spies.items()}
 
 
 def build_report(
@@ -413,6 +445,7 @@ def build_report(
         },
         "results": results,
         "targets": verdicts,
+        "profile": context.profile,
         "errors": {
             "total": context.problems.total,
             "by_phase": context.problems.counts,
@@ -454,7 +487,25 @@ def print_report(report: dict[str, Any]) -> None:
         shown = "-" if value is None else f"{value:,.3f}".rstrip("0").rstrip(".")
         label = f"{verdict['verdict']:<5}{verdict['scenario']:<9}{verdict['metric']:<28}"
         print(f"  {label}{shown:>12}  ({verdict['target']})")
+    if report.get("profile"):
+        print_profile(report["profile"])
     print_errors(report)
+
+
+def print_profile(profile: Mapping[str, Any]) -> None:
+    print()
+    print("py-spy under release load (GIL-holding samples; not used for ratios)")
+    for name, summary in profile.items():
+        if not summary.get("samples"):
+            continue
+        print(f"  {name}: {summary['samples']} samples")
+        for title, key, count in (
+            ("self by package", "self_by_package_pct", 10),
+            ("inclusive by function", "inclusive_by_function_pct", 25),
+        ):
+            print(f"    {title}:")
+            for function, pct in list(summary[key].items())[:count]:
+                print(f"      {pct:5.1f}%  {function}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -466,6 +517,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up per side (default 2)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--shoppers", type=int, default=2_000, help="shoppers seeded and released (default 2000)")
+    parser.add_argument("--profile", metavar="DIR", help="afterwards, py-spy every process under release load")
+    parser.add_argument("--profile-seconds", type=float, default=8.0, help="length of the profiled load (default 8)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0:
