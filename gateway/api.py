@@ -37,7 +37,7 @@ def provide_caller(request: Request[Any, Any, Any]) -> Caller:
 
 
 def provide_gateway_service(session: AsyncSession, state: State) -> GatewayService:
-    return GatewayService(state.policy, state.upstream, ReleaseAuditRepository(session))
+    return GatewayService(state.policy, state.upstream, ReleaseAuditRepository(session, state.get("audit_writer")))
 
 
 @dataclass
