@@ -57,8 +57,8 @@ from bench._report import command_line, fmt, print_errors, print_machine
 from bench.consent import (
     ERROR_EXAMPLES,
     REPO_ROOT,
-    PySpy,
     Problems,
+    PySpy,
     _descendants,
     _postmaster,
     _py_spy,
@@ -361,7 +361,6 @@ async def profile_release(
         log("py-spy is not installed; no profile (pip install py-spy)")
         return {}
     directory = Path(context.args.profile)
-    directory.mkdir(parents=True, exist_ok=True)
     spies = {}
     for name in ("gateway", "consent", "preferences"):
         workers = _descendants(context.pids[name]) or {context.pids[name]: 0}
@@ -568,6 +567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if postmaster is not None:
                 pids["postgres"] = postmaster
             context = Context(args, running, seeded, bare_url, pids, problems, sample)
+            if args.profile:
+                Path(args.profile).mkdir(parents=True, exist_ok=True)
             measured = run(measure(context))
             log("stopping")
     except (PlatformError, OSError, asyncpg.PostgresError, httpx.HTTPError, RuntimeError) as exc:

@@ -26,8 +26,11 @@ from tillit.types import PURPOSE_PATTERN, SubjectIdPath
 __all__ = ["ConsentController", "OAuthController", "SubjectController", "require_access_token"]
 
 
-def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: a valid access token from ``/oauth/token``; the caller is kept on the request state."""
+async def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: a valid access token from ``/oauth/token``; the caller is kept on the request state.
+
+    A coroutine function so that Litestar calls it on the event loop, not in a worker thread.
+    """
     tokens: TokenService = connection.app.state.tokens
     connection.state.caller = tokens.verify(connection.headers.get("authorization"))
 
