@@ -39,7 +39,8 @@ def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     return request.state.caller
 
 
-def provide_gateway_service(session: AsyncSession, state: State) -> GatewayService:
+def provide_gateway_service(session: AsyncSession, request: Request[Any, Any, Any]) -> GatewayService:
+    state = request.app.state  # not a ``state`` parameter: Litestar copies the state for each one
     return GatewayService(state.policy, state.upstream, ReleaseAuditRepository(session, state.get("audit_writer")))
 
 
