@@ -54,8 +54,8 @@ class AuditWriter:
         self._queue.append(({name: getattr(record, name) for name in self._columns}, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_all())
-        # Shielded: a caller that goes away does not take its row out of a batch being committed.
-        await asyncio.shield(done)
+        # A caller that goes away cancels only its wait: its row stays queued and is written.
+        await done
 
     async def close(self) -> None:
         """Write what is queued, then refuse new records."""

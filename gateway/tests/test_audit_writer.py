@@ -114,3 +114,17 @@ async def test_a_closed_writer_refuses_new_records(database: Database) -> None:
     with pytest.raises(Unavailable):
         await writer.record(release("shopper-after"))
     assert len(await stored(database)) == 1
+
+
+async def test_a_caller_that_goes_away_still_has_its_row_written(database: Database) -> None:
+    writer = AuditWriter(database)
+    gone = release("shopper-gone")
+    waiting = asyncio.ensure_future(writer.record(gone))
+    await asyncio.sleep(0)  # queued
+    waiting.cancel()
+    stays = release("shopper-stays")
+
+    await writer.record(stays)
+
+    assert set(await stored(database)) == {gone.release_id, stays.release_id}
+    await writer.close()
