@@ -27,10 +27,11 @@ from tillit.types import PURPOSE_PATTERN, SubjectIdPath
 __all__ = ["ConsentController", "OAuthController", "SubjectController", "require_access_token"]
 
 
-def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def require_access_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard: a valid access token from ``/oauth/token``, within its channel's rate limit (else 429).
 
-    The caller is kept on the request state.
+    The caller is kept on the request state. A coroutine function so that Litestar calls it on the
+    event loop, not in a worker thread.
     """
     tokens: TokenService = connection.app.state.tokens
     caller = tokens.verify(connection.headers.get("authorization"))
@@ -42,8 +43,9 @@ def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     return request.state.caller
 
 
-def provide_gateway_service(session: AsyncSession, state: State) -> GatewayService:
-    return GatewayService(state.policy, state.upstream, ReleaseAuditRepository(session))
+def provide_gateway_service(session: AsyncSession, request: Request[Any, Any, Any]) -> GatewayService:
+    state = request.app.state  # not a ``state`` parameter: Litestar copies the state for each one
+    return GatewayService(state.policy, state.upstream, ReleaseAuditRepository(session, state.get("audit_writer")))
 
 
 @dataclass

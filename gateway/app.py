@@ -7,6 +7,7 @@ from pathlib import Path
 from litestar import Litestar
 
 from gateway.api import ConsentController, OAuthController, SubjectController
+from gateway.audit_writer import AuditWriter
 from gateway.oauth import TokenService
 from gateway.ratelimit import RateLimiter
 from gateway.upstream import Upstream
@@ -45,7 +46,11 @@ def create_app() -> Litestar:
             ttl=settings.access_token_ttl,
         )
 
-    async def stop_upstream(_: Litestar) -> None:
+    def start_audit_writer(app: Litestar) -> None:
+        app.state.audit_writer = AuditWriter(app.state.database)
+
+    async def stop_audit_and_upstream(app: Litestar) -> None:
+        await app.state.audit_writer.close()
         await upstream.close()
 
     return create_component_app(
@@ -58,8 +63,8 @@ def create_app() -> Litestar:
         ),
         route_handlers=[OAuthController, SubjectController, ConsentController],
         migrations=MIGRATIONS,
-        on_startup=[start_tokens],
-        on_shutdown=[stop_upstream],
+        on_startup=[start_tokens, start_audit_writer],
+        on_shutdown=[stop_audit_and_upstream],
         state={
             "policy": policy,
             "upstream": upstream,

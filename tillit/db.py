@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import msgspec
-from litestar.datastructures import State
+from litestar import Request
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -81,18 +81,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def provide_read_session(state: State) -> AsyncIterator[AsyncSession]:
-    """A session for handlers that only read: autocommit, so no BEGIN/COMMIT round trips."""
-    database: Database = state.database
+async def provide_read_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    """A session for handlers that only read: autocommit, so no BEGIN/COMMIT round trips.
+
+    Providers take the request, not ``state``: Litestar builds a new ``State`` from the application's
+    for every parameter named ``state``, which cost a sixth of a state read's CPU (py-spy).
+    """
+    database: Database = request.app.state.database
     async with database.engine.connect() as connection:
         await connection.execution_options(isolation_level="AUTOCOMMIT")
         async with AsyncSession(bind=connection, expire_on_commit=False) as session:
             yield session
 
 
-async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
+async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
     """One session per request; the request owns the transaction."""
-    database: Database = state.database
+    database: Database = request.app.state.database
     async with database.sessionmaker() as session:
         try:
             yield session

@@ -16,5 +16,6 @@ def configure_logging(component: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "aiosqlite", "alembic.runtime.migration"):
+    # Nothing per request: httpx logs every request at INFO, granian's access log is off (tillit.cli).
+    for noisy in ("httpx", "httpcore", "aiohttp", "aiosqlite", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

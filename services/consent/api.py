@@ -40,7 +40,8 @@ __all__ = ["ConsentController", "receipt_keys"]
 EventIdPath = Annotated[str, Parameter(pattern=r"^[0-9a-f-]{36}$", description="A ledger event id (UUID)")]
 
 
-def provide_consent_service(session: AsyncSession, state: State) -> ConsentService:
+def provide_consent_service(session: AsyncSession, request: Request[Any, Any, Any]) -> ConsentService:
+    state = request.app.state  # not a ``state`` parameter: Litestar copies the state for each one
     return ConsentService(ConsentRepository(session), state.policy, state.signing_keys)
 
 

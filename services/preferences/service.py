@@ -13,7 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from services.preferences.models import ProfileChange, ProfileValue
 from services.preferences.quizzes.models import QuizSession
 from services.preferences.quizzes.schemas import QuizSessionRecord
-from services.preferences.repository import ProfileRepository
+from services.preferences.repository import ProfileRepository, StoredValue
 from services.preferences.schemas import (
     CONTACT_FREQUENCY_CHANNELS,
     MERGED_FIELDS,
@@ -59,7 +59,7 @@ class ProfileService:
         return ProfileStats(as_of=self.clock(), subjects=await self.repository.count_subjects())
 
     async def get(self, subject_id: str) -> Profile:
-        values = await self.repository.values_for(subject_id)
+        values = await self.repository.read_values(subject_id)
         if not values:
             raise NotFound(f"no profile is held for subject {subject_id!r}", slug="profile-not-found")
         stored = _stored(values)
@@ -198,7 +198,7 @@ def _refused(where: str, problem: str, slug: str) -> Unprocessable:
     return Unprocessable(f"{where}: {problem}", slug=slug, errors=[{"field": where, "message": problem}])
 
 
-def _stored(values: Iterable[ProfileValue]) -> StoredProfile:
+def _stored(values: Iterable[ProfileValue | StoredValue]) -> StoredProfile:
     rows = list(values)
     return StoredProfile(
         fields={row.field: row.value for row in rows},
