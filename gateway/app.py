@@ -7,11 +7,15 @@ from pathlib import Path
 from litestar import Litestar
 
 from gateway.api import ConsentController, OAuthController, SubjectController
+from gateway.links import LinkController, LinkKeys, UnsubscribeController
 from gateway.oauth import TokenService
 from gateway.upstream import Upstream
+from gateway.webhooks.api import WebhookController
+from gateway.webhooks.dispatcher import webhook_dispatcher
 from tillit.app import create_app as create_component_app
 from tillit.keys import (
     ACCESS_TOKEN_KEY,
+    LINK_KEY,
     RECEIPT_KEY,
     SERVICE_TOKEN_KEY,
     load_private_key,
@@ -47,6 +51,8 @@ def create_app() -> Litestar:
     async def stop_upstream(_: Litestar) -> None:
         await upstream.close()
 
+    start_webhooks, stop_webhooks = webhook_dispatcher(settings, upstream)
+
     return create_component_app(
         settings,
         title="tillit gateway",
@@ -55,14 +61,25 @@ def create_app() -> Litestar:
             "credentials and receive only the fields that policy and recorded consent allow for the "
             "one purpose they name."
         ),
-        route_handlers=[OAuthController, SubjectController, ConsentController],
+        route_handlers=[
+            OAuthController,
+            SubjectController,
+            ConsentController,
+            WebhookController,
+            LinkController,
+            UnsubscribeController,
+        ],
         migrations=MIGRATIONS,
-        on_startup=[start_tokens],
-        on_shutdown=[stop_upstream],
+        on_startup=[start_tokens, start_webhooks],
+        on_shutdown=[stop_webhooks, stop_upstream],
         state={
             "policy": policy,
             "upstream": upstream,
             "access_token_jwks": access_public_keys.as_dict(private=False),
             "receipt_jwks": load_public_keys(settings.keys_dir, RECEIPT_KEY).as_dict(private=False),
+            "link_keys": LinkKeys(
+                private=load_private_key(settings.keys_dir, LINK_KEY),
+                public=load_public_keys(settings.keys_dir, LINK_KEY),
+            ),
         },
     )

@@ -57,7 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_poll_seconds: float = 2.0
     webhook_backoff_seconds: float = 30.0
     webhook_backoff_max_seconds: float = 6 * 3600.0
-    webhook_max_attempts: int = 12
+    webhook_max_attempts: int = 20
     webhook_timeout: float = 5.0
     webhooks_allow_insecure_loopback: bool = False
     preference_link_ttl: int = 7 * 86400
@@ -138,7 +138,7 @@ def load_settings(component: str, environ: Mapping[str, str] | None = None) -> S
         webhook_poll_seconds=float(env("WEBHOOK_POLL_SECONDS") or 2.0),
         webhook_backoff_seconds=float(env("WEBHOOK_BACKOFF_SECONDS") or 30.0),
         webhook_backoff_max_seconds=float(env("WEBHOOK_BACKOFF_MAX_SECONDS") or 6 * 3600.0),
-        webhook_max_attempts=int(env("WEBHOOK_MAX_ATTEMPTS") or 12),
+        webhook_max_attempts=int(env("WEBHOOK_MAX_ATTEMPTS") or 20),
         webhook_timeout=float(env("WEBHOOK_TIMEOUT") or 5.0),
         webhooks_allow_insecure_loopback=_flag(env, "WEBHOOKS_ALLOW_INSECURE_LOOPBACK"),
         preference_link_ttl=int(env("PREFERENCE_LINK_TTL") or 7 * 86400),
