@@ -40,7 +40,7 @@ class ChangeController(Controller):
     async def changes(
         self,
         feed: ChangeFeed,
-        after: Annotated[int, Parameter(ge=0, le=2**62, description="Last position already handled")] = 0,
+        after: Annotated[int, Parameter(ge=0, le=2**53 - 1, description="Last position already handled")] = 0,
         limit: Annotated[int, Parameter(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     ) -> ChangePage:
         return await feed.read(after, limit)
