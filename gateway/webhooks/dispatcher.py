@@ -39,11 +39,14 @@ from tillit.problems import TillitError
 from tillit.settings import Settings
 from tillit.types import utcnow
 
-__all__ = ["Dispatcher", "FeedChange", "FeedPage", "webhook_dispatcher"]
+__all__ = ["DELIVERY_RETENTION", "Dispatcher", "FeedChange", "FeedPage", "webhook_dispatcher"]
 
 _log = logging.getLogger("tillit.gateway.webhooks")
 _USER_AGENT: Final = "tillit-webhooks/1"
 _PARALLEL_SENDS: Final = 16
+DELIVERY_RETENTION: Final = timedelta(days=30)
+"""Finished deliveries (they name subjects) are kept this long for the deliveries endpoint, then deleted."""
+_PRUNE_EVERY: Final = timedelta(hours=1)
 
 
 class FeedChange(msgspec.Struct):
@@ -88,6 +91,7 @@ class Dispatcher:
         self.clock = clock
         self.batch = batch
         self.lease = timedelta(seconds=max(60.0, 3 * settings.webhook_timeout))
+        self.pruned_at: datetime | None = None
         # Its own client: short timeouts, no redirects (a 3xx is a failed attempt), no proxies from
         # the environment, and nothing shared with the calls to the internal services.
         self.client = httpx.AsyncClient(
@@ -109,7 +113,18 @@ class Dispatcher:
             changes += taken
             if taken < self.batch:
                 break
-        return changes, await self.send_due()
+        attempts = await self.send_due()
+        await self.prune()
+        return changes, attempts
+
+    async def prune(self) -> int:
+        """Delete finished deliveries past :data:`DELIVERY_RETENTION` (at most once an hour)."""
+        now = self.clock()
+        if self.pruned_at is not None and now - self.pruned_at < _PRUNE_EVERY:
+            return 0
+        self.pruned_at = now
+        async with self.database.sessionmaker() as session, session.begin():
+            return await DispatchRepository(session).forget_finished(now - DELIVERY_RETENTION)
 
     async def ingest(self) -> int:
         """Turn one page of the change feed into deliveries; the number of changes taken."""

@@ -141,6 +141,13 @@ class DispatchRepository:
             if row.webhook_id in by_id
         ]
 
+    async def forget_finished(self, before: datetime) -> int:
+        """Delete delivered and failed deliveries created before ``before``; how many."""
+        result = await self.session.exec(  # type: ignore[call-overload]
+            delete(_delivery).where(_delivery.c.status != "pending", _delivery.c.created_at < before)
+        )
+        return int(result.rowcount or 0)
+
     async def record_outcome(self, delivery_id: str, values: dict[str, Any]) -> None:
         await self.session.exec(  # type: ignore[call-overload]
             update(_delivery).where(_delivery.c.id == delivery_id, _delivery.c.status == "pending").values(**values)

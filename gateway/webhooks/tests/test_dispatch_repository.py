@@ -92,6 +92,19 @@ async def test_a_delivered_or_failed_delivery_is_never_claimed(database: Databas
     assert await claim(database, NOW + timedelta(days=1)) == set()
 
 
+async def test_finished_deliveries_are_forgotten_after_the_retention(database: Database) -> None:
+    await add_pending(database, 3)
+    async with database.sessionmaker() as session, session.begin():
+        repository = DispatchRepository(session)
+        await repository.record_outcome("d1", {"status": "delivered", "next_attempt_at": None})
+        await repository.record_outcome("d2", {"status": "failed", "next_attempt_at": None})
+    async with database.sessionmaker() as session, session.begin():
+        repository = DispatchRepository(session)
+        assert await repository.forget_finished(NOW) == 0
+        assert await repository.forget_finished(NOW + timedelta(seconds=1)) == 2
+    assert await claim(database, NOW) == {"d3"}
+
+
 async def test_only_one_replica_moves_the_cursor_from_where_both_read_it(database: Database) -> None:
     async def advance(to: int) -> bool:
         async with database.sessionmaker() as session, session.begin():
