@@ -17,6 +17,7 @@ Two steps, each safe with several gateway replicas on one database:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -234,19 +235,25 @@ class Dispatcher:
 def webhook_dispatcher(
     settings: Settings, upstream: Upstream
 ) -> tuple[Callable[[Litestar], None], Callable[[Litestar], Any]]:
-    """Start and stop hooks of the dispatcher loop (every ``TILLIT_WEBHOOK_POLL_SECONDS``; 0 disables)."""
+    """Start and stop hooks of the dispatcher loop (every ``TILLIT_WEBHOOK_POLL_SECONDS``; 0 disables).
+
+    Stopping lets a round in progress finish (its sends are bounded by the webhook timeout), so a
+    delivery being sent is recorded instead of waiting out its lease after a restart.
+    """
     tasks: list[asyncio.Task[None]] = []
     dispatchers: list[Dispatcher] = []
+    stopping = asyncio.Event()
 
     async def loop(dispatcher: Dispatcher) -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 await dispatcher.run_once()
             except TillitError as exc:
                 _log.warning("webhook dispatch paused: %s", exc.detail)
             except Exception:
                 _log.exception("webhook dispatch failed; it will try again")
-            await asyncio.sleep(settings.webhook_poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), settings.webhook_poll_seconds)
 
     def start(app: Litestar) -> None:
         if settings.webhook_poll_seconds <= 0:
@@ -256,9 +263,12 @@ def webhook_dispatcher(
         tasks.append(asyncio.get_running_loop().create_task(loop(dispatcher)))
 
     async def stop(_: Litestar) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        stopping.set()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=2 * settings.webhook_timeout + 1)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         for dispatcher in dispatchers:
             await dispatcher.close()
 
