@@ -8,12 +8,16 @@ from litestar import Litestar
 
 from gateway.api import ConsentController, OAuthController, SubjectController
 from gateway.audit_writer import AuditWriter
+from gateway.links import LinkController, LinkKeys, UnsubscribeController
 from gateway.oauth import TokenService
 from gateway.ratelimit import RateLimiter
 from gateway.upstream import Upstream
+from gateway.webhooks.api import WebhookController
+from gateway.webhooks.dispatcher import webhook_dispatcher
 from tillit.app import create_app as create_component_app
 from tillit.keys import (
     ACCESS_TOKEN_KEY,
+    LINK_KEY,
     RECEIPT_KEY,
     SERVICE_TOKEN_KEY,
     load_private_key,
@@ -53,6 +57,8 @@ def create_app() -> Litestar:
         await app.state.audit_writer.close()
         await upstream.close()
 
+    start_webhooks, stop_webhooks = webhook_dispatcher(settings, upstream)
+
     return create_component_app(
         settings,
         title="tillit gateway",
@@ -61,15 +67,26 @@ def create_app() -> Litestar:
             "credentials and receive only the fields that policy and recorded consent allow for the "
             "one purpose they name."
         ),
-        route_handlers=[OAuthController, SubjectController, ConsentController],
+        route_handlers=[
+            OAuthController,
+            SubjectController,
+            ConsentController,
+            WebhookController,
+            LinkController,
+            UnsubscribeController,
+        ],
         migrations=MIGRATIONS,
-        on_startup=[start_tokens, start_audit_writer],
-        on_shutdown=[stop_audit_and_upstream],
+        on_startup=[start_tokens, start_audit_writer, start_webhooks],
+        on_shutdown=[stop_webhooks, stop_audit_and_upstream],
         state={
             "policy": policy,
             "upstream": upstream,
             "rate_limiter": RateLimiter(settings.rate_limit_scale),
             "access_token_jwks": access_public_keys.as_dict(private=False),
             "receipt_jwks": load_public_keys(settings.keys_dir, RECEIPT_KEY).as_dict(private=False),
+            "link_keys": LinkKeys(
+                private=load_private_key(settings.keys_dir, LINK_KEY),
+                public=load_public_keys(settings.keys_dir, LINK_KEY),
+            ),
         },
     )

@@ -27,6 +27,7 @@ SCOPES: Final = (
     "decisions:read",
     "dsr:manage",
     "audit:read",
+    "webhooks:manage",
 )
 _hasher = PasswordHasher()
 

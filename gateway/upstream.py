@@ -147,6 +147,10 @@ class Upstream:
     async def consent_state(self, subject_id: str) -> ConsentState:
         return await self._call("consent", "GET", f"/v1/subjects/{subject_id}/consents", ConsentState)
 
+    async def consent_changes(self, after: int, limit: int, answer: type[T]) -> T:
+        """The consent change feed after position ``after`` (read by the webhook dispatcher)."""
+        return await self._call("consent", "GET", "/v1/changes", answer, params={"after": after, "limit": limit})
+
     async def profile(self, subject_id: str) -> StoredProfile:
         return await self._call("preferences", "GET", f"/v1/subjects/{subject_id}/profile", StoredProfile)
 

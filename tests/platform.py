@@ -116,6 +116,11 @@ def platform_env(
     backend: str, data_dir: Path, extra_env: dict[str, str] | None = None
 ) -> tuple[dict[str, str], str | None]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("TILLIT_")}
+    # Webhook receivers in the suites listen on loopback over http; polling and retries are quick.
+    env["TILLIT_WEBHOOKS_ALLOW_INSECURE_LOOPBACK"] = "1"
+    env["TILLIT_WEBHOOK_POLL_SECONDS"] = "0.2"
+    env["TILLIT_WEBHOOK_BACKOFF_SECONDS"] = "0.2"
+    env["TILLIT_WEBHOOK_BACKOFF_MAX_SECONDS"] = "1"
     env.update(extra_env or {})
     # Suites and benchmarks drive more traffic than a channel's demo limit; tests of the limits set 1.
     env.setdefault("TILLIT_RATE_LIMIT_SCALE", "1000")

@@ -25,8 +25,8 @@ from tillit.settings import Settings
 __all__ = ["DEMO_CLIENTS", "DEMO_SHOPPERS", "create_client", "seed_demo"]
 
 DEMO_CLIENTS: Final = {
-    "email": ["profiles:read", "consents:write"],
-    "sms": ["profiles:read", "consents:write"],
+    "email": ["profiles:read", "consents:write", "webhooks:manage"],
+    "sms": ["profiles:read", "consents:write", "webhooks:manage"],
     "web": ["profiles:read", "decisions:read", "consents:write"],
     "ads": ["profiles:read", "audiences:read"],
 }

@@ -1,7 +1,8 @@
 """Signing keys kept as JWK files (in Kubernetes they are mounted from Secrets).
 
 ``tillit up`` creates missing keys under the data directory's ``keys/``; every process that only
-verifies reads the public half. Each key name has one algorithm: the token keys sign ES256, the
+verifies reads the public half. Each key name has one algorithm: the token keys and the link key
+(unsubscribe and preference links, see :mod:`tillit.links`) sign ES256, the
 consent-receipt key signs Ed25519 (RFC 9864) (small signatures that shoppers and auditors can check
 offline with any JOSE library).
 """
@@ -19,6 +20,7 @@ from joserfc.jwk import ECKey, KeySet, OKPKey
 __all__ = [
     "ACCESS_TOKEN_KEY",
     "KEY_NAMES",
+    "LINK_KEY",
     "RECEIPT_ALGORITHM",
     "RECEIPT_KEY",
     "SERVICE_TOKEN_KEY",
@@ -36,7 +38,8 @@ RECEIPT_ALGORITHM: Final = "Ed25519"
 SERVICE_TOKEN_KEY: Final = "service-token"
 ACCESS_TOKEN_KEY: Final = "access-token"
 RECEIPT_KEY: Final = "consent-receipt"
-KEY_NAMES: Final = (SERVICE_TOKEN_KEY, ACCESS_TOKEN_KEY, RECEIPT_KEY)
+LINK_KEY: Final = "link"
+KEY_NAMES: Final = (SERVICE_TOKEN_KEY, ACCESS_TOKEN_KEY, RECEIPT_KEY, LINK_KEY)
 
 _ALGORITHMS: Final[dict[str, str]] = {RECEIPT_KEY: RECEIPT_ALGORITHM}
 _KeyT = TypeVar("_KeyT", ECKey, OKPKey)

@@ -56,6 +56,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     expiry_sweep_seconds: float = 60.0
     policy_reload_seconds: float = 1.0
     rate_limit_scale: float = 1.0
+    webhook_poll_seconds: float = 2.0
+    webhook_backoff_seconds: float = 30.0
+    webhook_backoff_max_seconds: float = 6 * 3600.0
+    webhook_max_attempts: int = 20
+    webhook_timeout: float = 5.0
+    webhooks_allow_insecure_loopback: bool = False
+    preference_link_ttl: int = 7 * 86400
 
     def url_of(self, component: str) -> str:
         return self.urls[component]
@@ -103,6 +110,15 @@ def _port(env: _Environ, component: str) -> int:
     return int(env(f"{component.upper()}_PORT") or DEFAULT_PORTS[component])
 
 
+def _flag(env: _Environ, name: str) -> bool:
+    value = (env(name) or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"TILLIT_{name}={value!r}; expected 1 or 0 (true or false)")
+
+
 def load_settings(component: str, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings of ``component`` from ``environ`` (the process environment by default)."""
     env = _Environ(os.environ if environ is None else environ)
@@ -130,4 +146,11 @@ def load_settings(component: str, environ: Mapping[str, str] | None = None) -> S
         expiry_sweep_seconds=float(env("EXPIRY_SWEEP_SECONDS") or 60.0),
         policy_reload_seconds=float(env("POLICY_RELOAD_SECONDS") or 1.0),
         rate_limit_scale=_positive(env, "RATE_LIMIT_SCALE", 1.0),
+        webhook_poll_seconds=float(env("WEBHOOK_POLL_SECONDS") or 2.0),
+        webhook_backoff_seconds=float(env("WEBHOOK_BACKOFF_SECONDS") or 30.0),
+        webhook_backoff_max_seconds=float(env("WEBHOOK_BACKOFF_MAX_SECONDS") or 6 * 3600.0),
+        webhook_max_attempts=int(env("WEBHOOK_MAX_ATTEMPTS") or 20),
+        webhook_timeout=float(env("WEBHOOK_TIMEOUT") or 5.0),
+        webhooks_allow_insecure_loopback=_flag(env, "WEBHOOKS_ALLOW_INSECURE_LOOPBACK"),
+        preference_link_ttl=int(env("PREFERENCE_LINK_TTL") or 7 * 86400),
     )

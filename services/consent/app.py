@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar
 
 from services.consent.api import ConsentController, receipt_keys
+from services.consent.changes.api import ChangeController
 from services.consent.expiry import expiry_sweeper
 from services.consent.repository import ConsentRepository
 from services.consent.requests.api import RequestController
@@ -60,7 +61,7 @@ def create_app() -> Litestar:
             "it, notices, double opt-in, Global Privacy Control, signed Kantara consent receipts and GDPR "
             "data-subject request records."
         ),
-        route_handlers=[ConsentController, receipt_keys, RequestController],
+        route_handlers=[ConsentController, receipt_keys, RequestController, ChangeController],
         migrations=MIGRATIONS,
         check_policy=require_controller,
         state=signing_state,
