@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, or_
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.models import ChannelClient, ReleaseRecord
@@ -28,3 +33,41 @@ class ReleaseAuditRepository:
     async def record(self, record: ReleaseRecord) -> None:
         self.session.add(record)
         await self.session.flush()
+
+    async def record_apart(self, record: ReleaseRecord) -> None:
+        """Write ``record`` in its own short transaction, committed whatever becomes of the request's.
+
+        For refused attempts: the request answers with an error, so its own transaction rolls back,
+        and the audit row must survive that. Call it before the request's session has written
+        anything (on SQLite a second writer would wait for the first).
+        """
+        async with AsyncSession(self.session.bind, expire_on_commit=False) as apart, apart.begin():
+            apart.add(record)
+
+    async def page(
+        self,
+        *,
+        subject_id: str | None,
+        channel: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> Sequence[ReleaseRecord]:
+        """Audit rows in (time, id) order after the keyset ``after``; filtered by subject and/or channel.
+
+        Served by ``ix_release_record_channel_time`` / ``ix_release_record_subject_time``.
+        """
+        statement = select(ReleaseRecord)
+        if subject_id is not None:
+            statement = statement.where(ReleaseRecord.subject_id == subject_id)
+        if channel is not None:
+            statement = statement.where(ReleaseRecord.channel == channel)
+        if after is not None:
+            at, release_id = after
+            statement = statement.where(
+                or_(
+                    col(ReleaseRecord.released_at) > at,
+                    and_(col(ReleaseRecord.released_at) == at, col(ReleaseRecord.release_id) > release_id),
+                )
+            )
+        statement = statement.order_by(col(ReleaseRecord.released_at), col(ReleaseRecord.release_id)).limit(limit)
+        return (await self.session.exec(statement)).all()

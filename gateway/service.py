@@ -54,9 +54,32 @@ class GatewayService:
                 slug="purpose-not-registered",
             )
 
-    async def release_profile(self, caller: Caller, subject_id: str, purpose: str) -> ProfileRelease:
-        caller.require("profiles:read")
-        self._check_purpose(caller, purpose)
+    async def _check_release_purpose(self, caller: Caller, subject_id: str, purpose: str) -> None:
+        """``_check_purpose``, with a refused attempt written to the audit although the request fails."""
+        try:
+            self._check_purpose(caller, purpose)
+        except Forbidden:
+            await self.audit.record_apart(
+                ReleaseRecord(
+                    release_id=str(uuid.uuid4()),
+                    client_id=caller.client_id,
+                    channel=caller.channel,
+                    purpose=purpose,
+                    subject_id=subject_id,
+                    released=[],
+                    withheld=[],
+                    released_at=self.clock(),
+                    outcome="refused",
+                )
+            )
+            raise
+
+    async def release_profile(
+        self, caller: Caller, subject_id: str, purpose: str, *, scope: str = "profiles:read"
+    ) -> ProfileRelease:
+        """Release for ``purpose``; ``scope`` is what the caller's token needs (decisions release too)."""
+        caller.require(scope)
+        await self._check_release_purpose(caller, subject_id, purpose)
         consent_outcome, profile_outcome = await asyncio.gather(
             self.upstream.consent_state(subject_id), self.upstream.profile(subject_id), return_exceptions=True
         )
