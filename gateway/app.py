@@ -9,6 +9,7 @@ from litestar import Litestar
 from gateway.api import ConsentController, OAuthController, SubjectController
 from gateway.audit import AuditController
 from gateway.oauth import TokenService
+from gateway.revocation import DisabledClients
 from gateway.upstream import Upstream
 from tillit.app import create_app as create_component_app
 from tillit.keys import (
@@ -36,17 +37,25 @@ def create_app() -> Litestar:
         ServiceTokenIssuer(load_private_key(settings.keys_dir, SERVICE_TOKEN_KEY), settings.service_token_ttl),
     )
 
-    def start_tokens(app: Litestar) -> None:
+    async def start_tokens(app: Litestar) -> None:
+        app.state.disabled_clients = DisabledClients(app.state.database)
+        await app.state.disabled_clients.start()
         app.state.tokens = TokenService(
             app.state.database,
             load_private_key(settings.keys_dir, ACCESS_TOKEN_KEY),
             access_public_keys,
             issuer=settings.url_of("gateway"),
             ttl=settings.access_token_ttl,
+            disabled=app.state.disabled_clients,
         )
 
     async def stop_upstream(_: Litestar) -> None:
         await upstream.close()
+
+    async def stop_disabled_clients(app: Litestar) -> None:
+        disabled: DisabledClients | None = app.state.get("disabled_clients")
+        if disabled is not None:
+            await disabled.stop()
 
     return create_component_app(
         settings,
@@ -59,7 +68,7 @@ def create_app() -> Litestar:
         route_handlers=[OAuthController, SubjectController, ConsentController, AuditController],
         migrations=MIGRATIONS,
         on_startup=[start_tokens],
-        on_shutdown=[stop_upstream],
+        on_shutdown=[stop_upstream, stop_disabled_clients],
         state={
             "policy": policy,
             "upstream": upstream,

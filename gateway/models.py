@@ -22,6 +22,8 @@ class ChannelClient(SQLModel, table=True):
     scopes: str = Field(max_length=500)
     disabled: bool = False
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    secret_rotated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
 class ReleaseRecord(SQLModel, table=True):

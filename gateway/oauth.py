@@ -23,6 +23,7 @@ from litestar import Request, Response
 
 from gateway.clients import SCOPES, OAuthClient
 from gateway.models import ChannelClient
+from gateway.revocation import DisabledClients
 from tillit.db import Database
 from tillit.keys import SIGNING_ALGORITHM
 from tillit.problems import Forbidden, Unauthorized
@@ -148,9 +149,11 @@ class TokenService:
         public_keys: KeySet,
         issuer: str,
         ttl: int,
+        disabled: DisabledClients | None = None,
     ) -> None:
         self._server = _Server(database, _AccessTokenGenerator(signing_key, issuer, ttl))
         self._public_keys = public_keys
+        self._disabled = disabled
         self._claims = jwt.JWTClaimsRegistry(
             leeway=5,
             iss={"essential": True, "value": issuer},
@@ -180,6 +183,8 @@ class TokenService:
         except (JoseError, ValueError) as exc:
             raise Unauthorized(f"the access token is not valid: {exc}") from exc
         claims = token.claims
+        if self._disabled is not None:
+            self._disabled.check(str(claims["client_id"]))
         return Caller(
             client_id=str(claims["client_id"]),
             channel=str(claims["channel"]),

@@ -25,6 +25,18 @@ class ClientRepository:
         self.session.add(client)
         await self.session.flush()
 
+    async def save(self, client: ChannelClient) -> None:
+        self.session.add(client)
+        await self.session.flush()
+
+    async def all(self) -> Sequence[ChannelClient]:
+        statement = select(ChannelClient).order_by(col(ChannelClient.channel), col(ChannelClient.client_id))
+        return (await self.session.exec(statement)).all()
+
+    async def disabled_ids(self) -> frozenset[str]:
+        statement = select(ChannelClient.client_id).where(col(ChannelClient.disabled).is_(True))
+        return frozenset((await self.session.exec(statement)).all())
+
 
 class ReleaseAuditRepository:
     def __init__(self, session: AsyncSession) -> None:

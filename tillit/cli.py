@@ -14,6 +14,7 @@ from types import FrameType
 
 import msgspec
 
+from gateway.clients_cli import add_client_commands, run_client_command
 from services.consent.requests.cli import add_request_commands, run_request_command
 from tillit.keys import KEY_NAMES, ensure_signing_key
 from tillit.launcher import APP_FACTORIES, Platform, PlatformError
@@ -150,24 +151,6 @@ def _policy_check() -> int:
     return 0
 
 
-def _clients_create(channel: str, scopes: list[str], as_json: bool) -> int:
-    from tillit.demo import create_client
-    from tillit.problems import TillitError
-
-    try:
-        credentials = asyncio.run(create_client(load_settings("gateway"), channel, scopes))
-    except TillitError as exc:
-        print(f"cannot create client: {exc.detail}", file=sys.stderr)
-        return 1
-    if as_json:
-        print(msgspec.json.encode(credentials).decode())
-    else:
-        print(f"client_id:     {credentials.client_id}\nclient_secret: {credentials.client_secret}")
-        print(f"channel:       {credentials.channel}\nscopes:        {' '.join(credentials.scopes)}")
-        print("The secret is shown only now; tillit keeps only its hash.")
-    return 0
-
-
 def _up(seed: bool) -> int:
     from tillit.demo import seed_demo
 
@@ -249,11 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     importing.add_argument("--format", choices=("csv", "ndjson"), help="default: from the file name")
     add_receipt_commands(commands)
     add_request_commands(commands)
-    clients = commands.add_parser("clients", help="channel OAuth2 clients")
-    create = clients.add_subparsers(dest="action", required=True).add_parser("create", help="create a client")
-    create.add_argument("--channel", required=True)
-    create.add_argument("--scopes", nargs="+", required=True)
-    create.add_argument("--json", action="store_true", help="print the credentials as JSON")
+    add_client_commands(commands)
     return parser
 
 
@@ -278,5 +257,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "requests":
             return run_request_command(args)
         case "clients":
-            return _clients_create(args.channel, args.scopes, args.json)
+            return run_client_command(args)
     return 2
