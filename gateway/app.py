@@ -8,6 +8,7 @@ from litestar import Litestar
 
 from gateway.api import ConsentController, OAuthController, SubjectController
 from gateway.audit import AuditController
+from gateway.decisions import DecisionController
 from gateway.oauth import TokenService
 from gateway.revocation import DisabledClients
 from gateway.upstream import Upstream
@@ -65,7 +66,7 @@ def create_app() -> Litestar:
             "credentials and receive only the fields that policy and recorded consent allow for the "
             "one purpose they name."
         ),
-        route_handlers=[OAuthController, SubjectController, ConsentController, AuditController],
+        route_handlers=[OAuthController, SubjectController, ConsentController, AuditController, DecisionController],
         migrations=MIGRATIONS,
         on_startup=[start_tokens],
         on_shutdown=[stop_upstream, stop_disabled_clients],

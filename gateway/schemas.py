@@ -20,6 +20,9 @@ __all__ = [
     "ConsentConfirmation",
     "OAuthError",
     "ProfileRelease",
+    "RulesDecision",
+    "RulesReason",
+    "SubjectDecision",
     "TokenResponse",
     "WithheldField",
 ]
@@ -103,3 +106,30 @@ class AuditPage(msgspec.Struct):
 
     items: list[AuditEntry]
     next_cursor: str | None
+
+
+class RulesReason(msgspec.Struct):
+    rule: str
+    explanation: str
+
+
+class RulesDecision(msgspec.Struct):
+    """The rules service's answer (``POST /v1/decide``), decoded strictly: anything else is a 503."""
+
+    purpose: str
+    segments: list[str]
+    variants: dict[str, str]
+    products: list[str]
+    reasons: list[RulesReason]
+
+
+class SubjectDecision(msgspec.Struct):
+    """A personalization decision made on the profile released for ``purpose`` (audited as ``release_id``)."""
+
+    subject_id: str
+    purpose: str
+    release_id: str
+    segments: list[str]
+    variants: dict[str, str]
+    products: list[str]
+    reasons: list[RulesReason]
