@@ -28,9 +28,11 @@ from tillit.db import Database
 from tillit.keys import SIGNING_ALGORITHM
 from tillit.problems import Forbidden, Unauthorized
 
-__all__ = ["ACCESS_TOKEN_AUDIENCE", "Caller", "TokenService"]
+__all__ = ["ACCESS_TOKEN_AUDIENCE", "MAX_TOKEN_LENGTH", "Caller", "TokenService"]
 
 ACCESS_TOKEN_AUDIENCE = "tillit-gateway"  # noqa: S105 - an audience name, not a secret
+MAX_TOKEN_LENGTH = 4096
+"""Issued tokens are well under 1 KB; anything longer is refused before it is parsed."""
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -175,6 +177,8 @@ class TokenService:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("an access token is required: Authorization: Bearer <token from /oauth/token>")
         raw = authorization[7:].strip()
+        if len(raw) > MAX_TOKEN_LENGTH:
+            raise Unauthorized(f"the access token is longer than any issued here ({MAX_TOKEN_LENGTH} characters)")
         try:
             token = jwt.decode(raw, self._public_keys, algorithms=[SIGNING_ALGORITHM])
             if token.header.get("typ") != "at+jwt":
