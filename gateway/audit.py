@@ -14,7 +14,9 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.connection import ASGIConnection
 from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,10 +26,10 @@ from gateway.oauth import Caller
 from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import AuditEntry, AuditPage, AuditWithheld
 from tillit.db import provide_read_session
-from tillit.problems import Unprocessable, problem_responses
+from tillit.problems import InvalidRequest, Unprocessable, problem_responses
 from tillit.types import SUBJECT_ID_PATTERN, as_utc
 
-__all__ = ["AUDIT_SCOPE", "DEFAULT_PAGE", "MAX_PAGE", "AuditController", "AuditService"]
+__all__ = ["AUDIT_SCOPE", "DEFAULT_PAGE", "MAX_PAGE", "AuditController", "AuditService", "refuse_repeated_query"]
 
 AUDIT_SCOPE: Final = "audit:read"
 DEFAULT_PAGE: Final = 100
@@ -95,6 +97,21 @@ class AuditService:
         return AuditPage(items=items, next_cursor=next_cursor)
 
 
+def refuse_repeated_query(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: each query parameter at most once. The schema declares single values; a repeated one
+    would otherwise be read as one of its values silently."""
+    repeated = sorted(
+        {
+            name
+            for name, _value in connection.query_params.multi_items()
+            if len(connection.query_params.getall(name)) > 1
+        }
+    )
+    if repeated:
+        problem = f"query parameters given more than once: {', '.join(repeated)}"
+        raise InvalidRequest(problem, errors=[{"message": problem, "source": "query"}])
+
+
 def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     return request.state.caller
 
@@ -106,7 +123,7 @@ def provide_audit_service(session: AsyncSession) -> AuditService:
 class AuditController(Controller):
     path = "/v1/audit"
     tags = ["audit"]
-    guards = [require_access_token]
+    guards = [require_access_token, refuse_repeated_query]
     dependencies = {
         "session": Provide(provide_read_session),
         "caller": Provide(provide_caller, sync_to_thread=False),
@@ -134,7 +151,8 @@ class AuditController(Controller):
         ] = None,
         channel: Annotated[
             str | None,
-            Parameter(pattern=r"^[a-z][a-z0-9_]{0,63}$", max_length=64, description="Only releases to this channel"),
+            # Not FIELD_NAME_PATTERN's spelling: the published schema adds the field names as enum to that.
+            Parameter(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, description="Only releases to this channel"),
         ] = None,
         after: Annotated[
             str | None,

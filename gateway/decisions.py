@@ -18,6 +18,7 @@ from litestar.params import Parameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.api import PurposeQuery, require_access_token
+from gateway.audit import refuse_repeated_query
 from gateway.oauth import Caller
 from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import SubjectDecision
@@ -76,7 +77,7 @@ def provide_decision_service(session: AsyncSession, state: State) -> DecisionSer
 class DecisionController(Controller):
     path = "/v1/subjects/{subject_id:str}"
     tags = ["decisions"]
-    guards = [require_access_token]
+    guards = [require_access_token, refuse_repeated_query]
     dependencies = {
         "caller": Provide(provide_caller, sync_to_thread=False),
         "decisions": Provide(provide_decision_service, sync_to_thread=False),
@@ -105,8 +106,9 @@ class DecisionController(Controller):
             str | None,
             Parameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", max_length=64, description="Product on screen"),
         ] = None,
-        visit_count: Annotated[int | None, Parameter(ge=0, le=1_000_000, description="Visits so far")] = None,
-        days_since_last_visit: Annotated[int | None, Parameter(ge=0, le=36_500)] = None,
+        # gt=-1, not ge=0: Litestar leaves a zero bound out of the published schema.
+        visit_count: Annotated[int | None, Parameter(gt=-1, le=1_000_000, description="Visits so far")] = None,
+        days_since_last_visit: Annotated[int | None, Parameter(gt=-1, le=36_500)] = None,
         slots: Annotated[
             str | None,
             Parameter(

@@ -82,6 +82,7 @@ def test_releases_and_refusals_can_be_read_back_from_the_audit(stack: RunningPla
 
     assert_problem(audit(stack), 422, "audit-filter-required")
     assert_problem(audit(stack, channel="email", limit=501), 400, "validation")
+    assert_problem(audit(stack, channel=["email", "sms"]), 400, "validation")
     forbidden = httpx.get(
         f"{stack.gateway}/v1/audit/releases", params={"subject_id": subject}, headers=stack.auth("email")
     )
@@ -124,6 +125,8 @@ def test_a_decision_uses_only_consented_fields_and_changes_when_consent_is_withd
 
     assert_problem(decisions(stack, subject, purpose=EMAIL), 403, "purpose-not-registered")
     assert_problem(decisions(stack, subject, slots="a," * 10 + "b"), 400, "validation")
+    assert_problem(decisions(stack, subject, visit_count=-1), 400, "validation")
+    assert_problem(decisions(stack, subject, page=["home", "product"]), 400, "validation")
     no_scope = httpx.get(
         f"{stack.gateway}/v1/subjects/{subject}/decisions", params={"purpose": EMAIL}, headers=stack.auth("email")
     )
