@@ -7,10 +7,13 @@ from pathlib import Path
 from litestar import Litestar
 
 from gateway.api import ConsentController, OAuthController, SubjectController
+from gateway.audit import AuditController
 from gateway.audit_writer import AuditWriter
+from gateway.decisions import DecisionController
 from gateway.links import LinkController, LinkKeys, UnsubscribeController
 from gateway.oauth import TokenService
 from gateway.ratelimit import RateLimiter
+from gateway.revocation import DisabledClients
 from gateway.upstream import Upstream
 from gateway.webhooks.api import WebhookController
 from gateway.webhooks.dispatcher import webhook_dispatcher
@@ -41,13 +44,16 @@ def create_app() -> Litestar:
         ServiceTokenIssuer(load_private_key(settings.keys_dir, SERVICE_TOKEN_KEY), settings.service_token_ttl),
     )
 
-    def start_tokens(app: Litestar) -> None:
+    async def start_tokens(app: Litestar) -> None:
+        app.state.disabled_clients = DisabledClients(app.state.database)
+        await app.state.disabled_clients.start()
         app.state.tokens = TokenService(
             app.state.database,
             load_private_key(settings.keys_dir, ACCESS_TOKEN_KEY),
             access_public_keys,
             issuer=settings.url_of("gateway"),
             ttl=settings.access_token_ttl,
+            disabled=app.state.disabled_clients,
         )
 
     def start_audit_writer(app: Litestar) -> None:
@@ -56,6 +62,11 @@ def create_app() -> Litestar:
     async def stop_audit_and_upstream(app: Litestar) -> None:
         await app.state.audit_writer.close()
         await upstream.close()
+
+    async def stop_disabled_clients(app: Litestar) -> None:
+        disabled: DisabledClients | None = app.state.get("disabled_clients")
+        if disabled is not None:
+            await disabled.stop()
 
     start_webhooks, stop_webhooks = webhook_dispatcher(settings, upstream)
 
@@ -74,10 +85,12 @@ def create_app() -> Litestar:
             WebhookController,
             LinkController,
             UnsubscribeController,
+            AuditController,
+            DecisionController,
         ],
         migrations=MIGRATIONS,
         on_startup=[start_tokens, start_audit_writer, start_webhooks],
-        on_shutdown=[stop_webhooks, stop_audit_and_upstream],
+        on_shutdown=[stop_webhooks, stop_audit_and_upstream, stop_disabled_clients],
         state={
             "policy": policy,
             "upstream": upstream,

@@ -15,10 +15,10 @@ from authlib.oauth2.rfc6749 import ClientMixin
 from gateway.models import ChannelClient
 from gateway.repository import ClientRepository
 from tillit.policy import Policy
-from tillit.problems import Conflict, Unprocessable
-from tillit.types import utcnow
+from tillit.problems import Conflict, NotFound, Unprocessable
+from tillit.types import as_utc, utcnow
 
-__all__ = ["SCOPES", "ClientService", "IssuedCredentials", "OAuthClient"]
+__all__ = ["SCOPES", "ClientInfo", "ClientService", "IssuedCredentials", "OAuthClient"]
 
 SCOPES: Final = (
     "profiles:read",
@@ -39,6 +39,30 @@ class IssuedCredentials(msgspec.Struct):
     client_secret: str
     channel: str
     scopes: list[str]
+
+
+class ClientInfo(msgspec.Struct):
+    """A client as ``tillit clients list`` shows it; never the secret or its hash."""
+
+    client_id: str
+    channel: str
+    scopes: list[str]
+    created_at: datetime
+    disabled: bool
+    disabled_at: datetime | None
+    secret_rotated_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ChannelClient) -> ClientInfo:
+        return cls(
+            client_id=row.client_id,
+            channel=row.channel,
+            scopes=row.scopes.split(),
+            created_at=as_utc(row.created_at),
+            disabled=row.disabled,
+            disabled_at=as_utc(row.disabled_at) if row.disabled_at else None,
+            secret_rotated_at=as_utc(row.secret_rotated_at) if row.secret_rotated_at else None,
+        )
 
 
 class OAuthClient(ClientMixin):
@@ -106,3 +130,36 @@ class ClientService:
             )
         )
         return IssuedCredentials(client_id=client_id, client_secret=client_secret, channel=channel, scopes=scopes)
+
+    async def list(self) -> list[ClientInfo]:
+        return [ClientInfo.of(row) for row in await self.repository.all()]
+
+    async def _get(self, client_id: str) -> ChannelClient:
+        row = await self.repository.get(client_id)
+        if row is None:
+            raise NotFound(f"no client {client_id!r}", slug="client-not-found")
+        return row
+
+    async def rotate_secret(self, client_id: str) -> IssuedCredentials:
+        """A new secret, shown once; the old one stops working for the next token request.
+
+        Tokens already issued under the old secret stay valid until they expire (at most the access
+        token lifetime); to cut those off too, disable the client.
+        """
+        row = await self._get(client_id)
+        client_secret = secrets.token_urlsafe(32)
+        row.secret_hash = _hasher.hash(client_secret)
+        row.secret_rotated_at = self.clock()
+        await self.repository.save(row)
+        return IssuedCredentials(
+            client_id=row.client_id, client_secret=client_secret, channel=row.channel, scopes=row.scopes.split()
+        )
+
+    async def set_disabled(self, client_id: str, disabled: bool) -> ClientInfo:
+        """Disable (no new tokens; issued ones refused too, see ``gateway.revocation``) or enable again."""
+        row = await self._get(client_id)
+        if row.disabled != disabled:
+            row.disabled = disabled
+            row.disabled_at = self.clock() if disabled else None
+            await self.repository.save(row)
+        return ClientInfo.of(row)

@@ -22,6 +22,8 @@ class ChannelClient(SQLModel, table=True):
     scopes: str = Field(max_length=500)
     disabled: bool = False
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    secret_rotated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
 
 
 class ReleaseRecord(SQLModel, table=True):
@@ -38,3 +40,5 @@ class ReleaseRecord(SQLModel, table=True):
     withheld: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     consent_event_id: str | None = Field(default=None, max_length=36)
     released_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    outcome: str = Field(default="released", max_length=16)
+    """``released`` (fields may still all be withheld) or ``refused`` (purpose not registered: nothing read)."""

@@ -24,14 +24,17 @@ from litestar import Request, Response
 
 from gateway.clients import SCOPES, OAuthClient
 from gateway.models import ChannelClient
+from gateway.revocation import DisabledClients
 from tillit.db import Database
 from tillit.keys import SIGNING_ALGORITHM
 from tillit.problems import Forbidden, Unauthorized
 
-__all__ = ["ACCESS_TOKEN_AUDIENCE", "Caller", "TokenService"]
+__all__ = ["ACCESS_TOKEN_AUDIENCE", "MAX_TOKEN_LENGTH", "Caller", "TokenService"]
 
 ACCESS_TOKEN_AUDIENCE = "tillit-gateway"  # noqa: S105 - an audience name, not a secret
 _VERIFIED_CACHE_SIZE = 1024
+MAX_TOKEN_LENGTH = 4096
+"""Issued tokens are well under 1 KB; anything longer is refused before it is parsed."""
 
 
 class Caller(msgspec.Struct, frozen=True):
@@ -150,9 +153,11 @@ class TokenService:
         public_keys: KeySet,
         issuer: str,
         ttl: int,
+        disabled: DisabledClients | None = None,
     ) -> None:
         self._server = _Server(database, _AccessTokenGenerator(signing_key, issuer, ttl))
         self._public_keys = public_keys
+        self._disabled = disabled
         self._claims = jwt.JWTClaimsRegistry(
             leeway=5,
             iss={"essential": True, "value": issuer},
@@ -175,8 +180,12 @@ class TokenService:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise Unauthorized("an access token is required: Authorization: Bearer <token from /oauth/token>")
         raw = authorization[7:].strip()
+        if len(raw) > MAX_TOKEN_LENGTH:
+            raise Unauthorized(f"the access token is longer than any issued here ({MAX_TOKEN_LENGTH} characters)")
         cached = self._verified.get(raw)
         if cached is not None and cached[0] > time.time():
+            if self._disabled is not None:
+                self._disabled.check(cached[1].client_id)
             return cached[1]
         try:
             token = jwt.decode(raw, self._public_keys, algorithms=[SIGNING_ALGORITHM])
@@ -186,6 +195,8 @@ class TokenService:
         except (JoseError, ValueError) as exc:
             raise Unauthorized(f"the access token is not valid: {exc}") from exc
         claims = token.claims
+        if self._disabled is not None:
+            self._disabled.check(str(claims["client_id"]))
         caller = Caller(
             client_id=str(claims["client_id"]),
             channel=str(claims["channel"]),

@@ -12,11 +12,17 @@ from tillit.policy import Language
 from tillit.types import IPAddress, PurposeKey
 
 __all__ = [
+    "AuditEntry",
+    "AuditPage",
+    "AuditWithheld",
     "CapturedConsent",
     "ChannelEvidence",
     "ConsentConfirmation",
     "OAuthError",
     "ProfileRelease",
+    "RulesDecision",
+    "RulesReason",
+    "SubjectDecision",
     "TokenResponse",
     "WithheldField",
 ]
@@ -75,3 +81,57 @@ class TokenResponse(msgspec.Struct, omit_defaults=True):
     token_type: str
     expires_in: int
     scope: str | None = None
+
+
+class AuditWithheld(msgspec.Struct):
+    field: str
+    reason: str
+
+
+class AuditEntry(msgspec.Struct):
+    """One release (or refused attempt) as the audit keeps it: who got which fields of whom, under what."""
+
+    release_id: str
+    outcome: Literal["released", "refused"]
+    channel: str
+    client_id: str
+    purpose: str
+    subject_id: str
+    released: list[str]
+    withheld: list[AuditWithheld]
+    consent_event_ids: list[str]
+    at: datetime
+
+
+class AuditPage(msgspec.Struct):
+    """A page in (time, release id) order; pass ``next_cursor`` as ``after`` for the next one."""
+
+    items: list[AuditEntry]
+    next_cursor: str | None
+
+
+class RulesReason(msgspec.Struct):
+    rule: str
+    explanation: str
+
+
+class RulesDecision(msgspec.Struct):
+    """The rules service's answer (``POST /v1/decide``), decoded strictly: anything else is a 503."""
+
+    purpose: str
+    segments: list[str]
+    variants: dict[str, str]
+    products: list[str]
+    reasons: list[RulesReason]
+
+
+class SubjectDecision(msgspec.Struct):
+    """A personalization decision made on the profile released for ``purpose`` (audited as ``release_id``)."""
+
+    subject_id: str
+    purpose: str
+    release_id: str
+    segments: list[str]
+    variants: dict[str, str]
+    products: list[str]
+    reasons: list[RulesReason]

@@ -54,9 +54,44 @@ class GatewayService:
                 slug="purpose-not-registered",
             )
 
-    async def release_profile(self, caller: Caller, subject_id: str, purpose: str) -> ProfileRelease:
-        caller.require("profiles:read")
-        self._check_purpose(caller, purpose)
+    async def _check_release_purpose(self, caller: Caller, subject_id: str, purpose: str) -> None:
+        """``_check_purpose``, with a refused attempt written to the audit although the request fails."""
+        try:
+            self._check_purpose(caller, purpose)
+        except Forbidden:
+            await self.audit.record_apart(
+                ReleaseRecord(
+                    release_id=str(uuid.uuid4()),
+                    client_id=caller.client_id,
+                    channel=caller.channel,
+                    purpose=purpose,
+                    subject_id=subject_id,
+                    released=[],
+                    withheld=[],
+                    released_at=self.clock(),
+                    outcome="refused",
+                )
+            )
+            raise
+
+    async def release_profile(
+        self, caller: Caller, subject_id: str, purpose: str, *, scope: str = "profiles:read"
+    ) -> ProfileRelease:
+        """Release for ``purpose``; ``scope`` is what the caller's token needs."""
+        release, record = await self.prepare_release(caller, subject_id, purpose, scope=scope)
+        await self.audit.record(record)
+        return release
+
+    async def prepare_release(
+        self, caller: Caller, subject_id: str, purpose: str, *, scope: str
+    ) -> tuple[ProfileRelease, ReleaseRecord]:
+        """The filtered profile and its audit row, not yet recorded.
+
+        The caller records the row before any of the fields leave (decisions first wait for the rules
+        service, so that a decision that cannot be made leaves no release behind).
+        """
+        caller.require(scope)
+        await self._check_release_purpose(caller, subject_id, purpose)
         consent_outcome, profile_outcome = await asyncio.gather(
             self.upstream.consent_state(subject_id), self.upstream.profile(subject_id), return_exceptions=True
         )
@@ -66,20 +101,18 @@ class GatewayService:
         decision = decide(self.policy, purpose, profile.fields, consent.for_purpose(purpose), now, caller.channel)
         release_id = str(uuid.uuid4())
         withheld = [WithheldField(field=w.field, reason=w.reason) for w in decision.withheld]
-        await self.audit.record(
-            ReleaseRecord(
-                release_id=release_id,
-                client_id=caller.client_id,
-                channel=caller.channel,
-                purpose=purpose,
-                subject_id=subject_id,
-                released=sorted(decision.released),
-                withheld=[msgspec.to_builtins(w) for w in withheld],
-                consent_event_id=decision.consent_event_id,
-                released_at=now,
-            )
+        record = ReleaseRecord(
+            release_id=release_id,
+            client_id=caller.client_id,
+            channel=caller.channel,
+            purpose=purpose,
+            subject_id=subject_id,
+            released=sorted(decision.released),
+            withheld=[msgspec.to_builtins(w) for w in withheld],
+            consent_event_id=decision.consent_event_id,
+            released_at=now,
         )
-        return ProfileRelease(
+        release = ProfileRelease(
             subject_id=subject_id,
             purpose=purpose,
             fields=decision.released,
@@ -87,6 +120,7 @@ class GatewayService:
             release_id=release_id,
             transformed=decision.transformed,
         )
+        return release, record
 
     async def capture_consent(
         self,

@@ -22,6 +22,7 @@ import aiohttp
 import msgspec
 
 from gateway.release import ConsentView
+from gateway.schemas import RulesDecision
 from tillit.problems import NotFound, TillitError, Unavailable
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import Settings
@@ -165,6 +166,10 @@ class Upstream:
 
     async def confirm_consent(self, confirmation: dict[str, Any]) -> dict[str, Any]:
         return await self._call("consent", "POST", "/v1/confirmations", dict[str, Any], json=confirmation)
+
+    async def decide(self, request: dict[str, Any]) -> RulesDecision:
+        """The rules service's decision on an already-filtered profile and a visit's context."""
+        return await self._call("rules", "POST", "/v1/decide", RulesDecision, json=request)
 
 
 def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -84,11 +84,13 @@ class RunningPlatform:
         body = response.json()
         return body["access_token"], time.monotonic() + body["expires_in"]
 
-    def add_channel(self, channel: str, scopes: list[str]) -> Channel:
+    def add_channel(self, channel: str, scopes: list[str], name: str | None = None) -> Channel:
+        """A client of ``channel``, kept as ``self.channels[name or channel]`` (``auth(name)``)."""
         credentials = asyncio.run(create_client(self.platform.settings["gateway"], channel, scopes))
         token, expires_at = self._token(credentials.client_id, credentials.client_secret)
-        self.channels[channel] = Channel(credentials.client_id, credentials.client_secret, channel, token, expires_at)
-        return self.channels[channel]
+        client = Channel(credentials.client_id, credentials.client_secret, channel, token, expires_at)
+        self.channels[name or channel] = client
+        return client
 
     def new_shopper(self, profile: dict[str, Any], consents: tuple[tuple[str, str], ...] = ()) -> str:
         """A fresh subject with a profile (and consents) imported straight into the services."""

@@ -10,13 +10,15 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
 import msgspec
 
+from gateway.clients_cli import add_client_commands, run_client_command
 from services.consent.requests.cli import add_request_commands, run_request_command
-from tillit.keys import KEY_NAMES, ensure_signing_key
+from tillit.keys import ACCESS_TOKEN_KEY, KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, rotate_signing_key
 from tillit.launcher import APP_FACTORIES, Platform, PlatformError
 from tillit.policy import PolicyError, load_policy
 from tillit.policy_cli import add_policy_commands, run_policy_command
@@ -77,6 +79,28 @@ def _init_keys() -> None:
     keys_dir = load_settings("gateway").keys_dir
     for name in KEY_NAMES:
         ensure_signing_key(keys_dir, name)
+
+
+def _rotate_key(name: str, *, revoke_previous: bool) -> int:
+    """Rotate one key; earlier public keys are kept for as long as tokens they signed can live.
+
+    Access and service tokens: their lifetime plus a minute of clock skew. Consent receipts (and any
+    other key): for good, since what they sign is checked long after.
+    """
+    settings = load_settings("gateway")
+    lifetimes = {ACCESS_TOKEN_KEY: settings.access_token_ttl, SERVICE_TOKEN_KEY: settings.service_token_ttl}
+    retain = timedelta(seconds=lifetimes[name] + 60) if name in lifetimes else None
+    try:
+        kid, published, pruned = rotate_signing_key(
+            settings.keys_dir, name, retain=retain, revoke_previous=revoke_previous
+        )
+    except RuntimeError as exc:
+        print(f"tillit keys rotate: {exc}", file=sys.stderr)
+        return 1
+    print(f"{name}: new signing key {kid}")
+    print(f"published: {', '.join(published)}" + (f"; pruned: {', '.join(pruned)}" if pruned else ""))
+    print("Restart the processes that use it (every verifier first) to pick it up.")
+    return 0
 
 
 def _consents_import(path: Path, kind: str | None) -> int:
@@ -163,24 +187,6 @@ def _policy_check() -> int:
     return 0
 
 
-def _clients_create(channel: str, scopes: list[str], as_json: bool) -> int:
-    from tillit.demo import create_client
-    from tillit.problems import TillitError
-
-    try:
-        credentials = asyncio.run(create_client(load_settings("gateway"), channel, scopes))
-    except TillitError as exc:
-        print(f"cannot create client: {exc.detail}", file=sys.stderr)
-        return 1
-    if as_json:
-        print(msgspec.json.encode(credentials).decode())
-    else:
-        print(f"client_id:     {credentials.client_id}\nclient_secret: {credentials.client_secret}")
-        print(f"channel:       {credentials.channel}\nscopes:        {' '.join(credentials.scopes)}")
-        print("The secret is shown only now; tillit keeps only its hash.")
-    return 0
-
-
 def _up(seed: bool) -> int:
     from tillit.demo import seed_demo
 
@@ -248,7 +254,18 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one component in the foreground")
     serve.add_argument("component", choices=COMPONENTS)
     keys = commands.add_parser("keys", help="signing keys")
-    keys.add_subparsers(dest="action", required=True).add_parser("init", help="create missing keys")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    key_actions.add_parser("init", help="create missing keys")
+    rotate = key_actions.add_parser(
+        "rotate",
+        help="a new signing key; earlier public keys stay published while what they signed is still valid",
+    )
+    rotate.add_argument("name", choices=KEY_NAMES)
+    rotate.add_argument(
+        "--revoke-previous",
+        action="store_true",
+        help="drop every earlier public key now (it leaked): what it signed stops verifying at once",
+    )
     add_policy_commands(commands)
     ledger = commands.add_parser("ledger", help="the consent ledger")
     verify = ledger.add_subparsers(dest="action", required=True).add_parser(
@@ -263,11 +280,7 @@ def _parser() -> argparse.ArgumentParser:
     importing.add_argument("--format", choices=("csv", "ndjson"), help="default: from the file name")
     add_receipt_commands(commands)
     add_request_commands(commands)
-    clients = commands.add_parser("clients", help="channel OAuth2 clients")
-    create = clients.add_subparsers(dest="action", required=True).add_parser("create", help="create a client")
-    create.add_argument("--channel", required=True)
-    create.add_argument("--scopes", nargs="+", required=True)
-    create.add_argument("--json", action="store_true", help="print the credentials as JSON")
+    add_client_commands(commands)
     return parser
 
 
@@ -278,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _up(seed=not args.no_seed)
         case "serve":
             return _serve(args.component)
+        case "keys" if args.action == "rotate":
+            return _rotate_key(args.name, revoke_previous=args.revoke_previous)
         case "keys":
             _init_keys()
             return 0
@@ -292,5 +307,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         case "requests":
             return run_request_command(args)
         case "clients":
-            return _clients_create(args.channel, args.scopes, args.json)
+            return run_client_command(args)
     return 2

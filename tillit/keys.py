@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -31,6 +32,7 @@ __all__ = [
     "load_public_keys",
     "load_receipt_key",
     "public_keys_path",
+    "rotate_signing_key",
 ]
 
 SIGNING_ALGORITHM: Final = "ES256"
@@ -110,3 +112,70 @@ def load_public_keys(keys_dir: Path, name: str) -> KeySet:
         return KeySet.import_key_set(json.loads(path.read_text()))
     except FileNotFoundError as exc:
         raise RuntimeError(f"public key set {path} is missing; run `tillit keys init`") from exc
+
+
+def _write_atomically(path: Path, content: str, mode: int) -> None:
+    """Replace ``path`` in one step: a reader sees the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _retired_path(keys_dir: Path, name: str) -> Path:
+    return keys_dir / f"{name}.retired.json"
+
+
+def rotate_signing_key(
+    keys_dir: Path,
+    name: str,
+    *,
+    retain: timedelta | None,
+    revoke_previous: bool = False,
+    now: datetime | None = None,
+) -> tuple[str, list[str], list[str]]:
+    """Make a new private key the signing key of ``name``; keep earlier public keys while they matter.
+
+    The published set (``<name>.public.jwks.json``, newest first) keeps each earlier public key until
+    ``retain`` has passed since it stopped signing, so what it signed (access tokens: for their
+    lifetime) still verifies; ``retain=None`` keeps them for good (consent receipts are checked for
+    years). Older ones are pruned at this rotation. ``revoke_previous`` drops every earlier key at
+    once (the private key leaked): whatever it signed stops verifying as soon as processes reload.
+    When each key stopped signing is kept in ``<name>.retired.json``. The public set is written
+    before the private key, so a verifier that reloads in between already knows the new key.
+    Processes read keys when they start: restart them (all verifiers first) to pick this up.
+
+    Returns the new key id, the key ids still published after it and the key ids pruned.
+    """
+    now = now or datetime.now(UTC)
+    private_path = _private_path(keys_dir, name)
+    if not private_path.exists():
+        raise RuntimeError(f"signing key {private_path} is missing; run `tillit keys init`")
+    previous = json.loads(public_keys_path(keys_dir, name).read_text())["keys"]
+    retired_path = _retired_path(keys_dir, name)
+    retired: dict[str, str] = json.loads(retired_path.read_text()) if retired_path.exists() else {}
+    current_kid = json.loads(private_path.read_text()).get("kid")
+    if current_kid:
+        retired[current_kid] = now.isoformat()
+    kept, pruned = [], []
+    for public in previous:
+        kid = public.get("kid")
+        stopped = datetime.fromisoformat(retired[kid]) if kid in retired else now
+        if revoke_previous or (retain is not None and stopped + retain <= now):
+            pruned.append(kid)
+        else:
+            kept.append(public)
+    key = _generate(name)
+    published = [key.as_dict(private=False), *kept]
+    kept_kids = {public.get("kid") for public in kept}
+    _write_atomically(public_keys_path(keys_dir, name), json.dumps({"keys": published}), 0o644)
+    _write_atomically(private_path, json.dumps(key.as_dict(private=True)), 0o600)
+    _write_atomically(retired_path, json.dumps({kid: at for kid, at in retired.items() if kid in kept_kids}), 0o644)
+    return str(key.kid), [str(public.get("kid")) for public in published], [str(kid) for kid in pruned]

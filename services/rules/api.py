@@ -9,7 +9,7 @@ from litestar.status_codes import HTTP_200_OK
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.rules.repository import SegmentRepository
-from services.rules.schemas import Evaluation, EvaluationRequest, SegmentIn, SegmentOut
+from services.rules.schemas import Decision, DecisionRequest, Evaluation, EvaluationRequest, SegmentIn, SegmentOut
 from services.rules.service import SegmentService
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
@@ -47,3 +47,12 @@ class SegmentController(Controller):
     )
     async def evaluate(self, data: EvaluationRequest, segments: SegmentService) -> Evaluation:
         return await segments.evaluate(data)
+
+    @post(
+        "/decide",
+        status_code=HTTP_200_OK,
+        summary="The personalization decision for an already-filtered profile and a visit's context",
+        responses=problem_responses(400, 401, 413, 415, 422),
+    )
+    async def decide(self, data: DecisionRequest, segments: SegmentService) -> Decision:
+        return await segments.decide(data)

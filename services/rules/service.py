@@ -10,7 +10,15 @@ import msgspec
 
 from services.rules.models import Segment
 from services.rules.repository import SegmentRepository
-from services.rules.schemas import Condition, Evaluation, EvaluationRequest, SegmentIn, SegmentOut
+from services.rules.schemas import (
+    Condition,
+    Decision,
+    DecisionRequest,
+    Evaluation,
+    EvaluationRequest,
+    SegmentIn,
+    SegmentOut,
+)
 from tillit.policy import Policy
 from tillit.problems import Conflict, Unprocessable
 from tillit.types import as_utc, utcnow
@@ -90,6 +98,12 @@ class SegmentService:
             if all(matches(condition, request.profile) for condition in _conditions(row))
         ]
         return Evaluation(purpose=request.purpose, segments=matched)
+
+    async def decide(self, request: DecisionRequest) -> Decision:
+        """The decision for one visit. Until merchandising rules and variants exist, it is the
+        matched segments and an otherwise empty, well-defined answer."""
+        evaluation = await self.evaluate(EvaluationRequest(purpose=request.purpose, profile=request.profile))
+        return Decision(purpose=request.purpose, segments=evaluation.segments, variants={}, products=[], reasons=[])
 
 
 def _conditions(row: Segment) -> list[Condition]:
