@@ -9,7 +9,15 @@ import msgspec
 
 from tillit.types import ProfileFieldName, PurposeKey
 
-__all__ = ["Condition", "Evaluation", "EvaluationRequest", "SegmentIn", "SegmentOut"]
+__all__ = [
+    "Condition",
+    "Evaluation",
+    "EvaluationRequest",
+    "SegmentIn",
+    "SegmentMatch",
+    "SegmentMatchRequest",
+    "SegmentOut",
+]
 
 Scalar = Annotated[str, msgspec.Meta(max_length=200)] | int | float | bool
 
@@ -47,3 +55,19 @@ class EvaluationRequest(msgspec.Struct, forbid_unknown_fields=True):
 class Evaluation(msgspec.Struct):
     purpose: str
     segments: list[str]
+
+
+class SegmentMatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Profiles already filtered by the gateway for ``purpose`` (an audience page)."""
+
+    purpose: PurposeKey
+    profiles: Annotated[
+        list[Annotated[dict[ProfileFieldName, Any], msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=5000)
+    ]
+
+
+class SegmentMatch(msgspec.Struct):
+    """Positions (0-based) in the request's ``profiles`` of those the segment matches, ascending."""
+
+    segment: str
+    matches: list[int]

@@ -10,9 +10,17 @@ import msgspec
 
 from services.rules.models import Segment
 from services.rules.repository import SegmentRepository
-from services.rules.schemas import Condition, Evaluation, EvaluationRequest, SegmentIn, SegmentOut
+from services.rules.schemas import (
+    Condition,
+    Evaluation,
+    EvaluationRequest,
+    SegmentIn,
+    SegmentMatch,
+    SegmentMatchRequest,
+    SegmentOut,
+)
 from tillit.policy import Policy
-from tillit.problems import Conflict, Unprocessable
+from tillit.problems import Conflict, NotFound, Unprocessable
 from tillit.types import as_utc, utcnow
 
 __all__ = ["SegmentService", "matches"]
@@ -90,6 +98,28 @@ class SegmentService:
             if all(matches(condition, request.profile) for condition in _conditions(row))
         ]
         return Evaluation(purpose=request.purpose, segments=matched)
+
+    async def match(self, key: str, request: SegmentMatchRequest) -> SegmentMatch:
+        """Which of many filtered profiles one segment matches (the gateway's ``segment=`` audiences).
+
+        A segment answers only for the purpose it was defined under: its conditions were checked
+        against that purpose's permitted fields, and the profiles were filtered for the one asked.
+        """
+        row = await self.repository.get(key)
+        if row is None:
+            raise NotFound(f"no segment {key!r} is defined", slug="segment-not-found")
+        if row.purpose != request.purpose:
+            raise Unprocessable(
+                f"segment {key!r} is defined for purpose {row.purpose!r}, not {request.purpose!r}",
+                slug="segment-purpose-mismatch",
+            )
+        conditions = _conditions(row)
+        matched = [
+            index
+            for index, profile in enumerate(request.profiles)
+            if all(matches(condition, profile) for condition in conditions)
+        ]
+        return SegmentMatch(segment=key, matches=matched)
 
 
 def _conditions(row: Segment) -> list[Condition]:
