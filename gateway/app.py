@@ -7,6 +7,7 @@ from pathlib import Path
 from litestar import Litestar
 
 from gateway.api import ConsentController, OAuthController, SubjectController
+from gateway.audiences import AudienceController
 from gateway.oauth import TokenService
 from gateway.upstream import Upstream
 from tillit.app import create_app as create_component_app
@@ -55,7 +56,7 @@ def create_app() -> Litestar:
             "credentials and receive only the fields that policy and recorded consent allow for the "
             "one purpose they name."
         ),
-        route_handlers=[OAuthController, SubjectController, ConsentController],
+        route_handlers=[OAuthController, SubjectController, ConsentController, AudienceController],
         migrations=MIGRATIONS,
         on_startup=[start_tokens],
         on_shutdown=[stop_upstream],
