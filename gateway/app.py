@@ -7,6 +7,7 @@ from pathlib import Path
 from litestar import Litestar
 
 from gateway.api import ConsentController, OAuthController, SubjectController
+from gateway.audiences import AudienceController
 from gateway.audit import AuditController
 from gateway.audit_writer import AuditWriter
 from gateway.decisions import DecisionController
@@ -87,6 +88,7 @@ def create_app() -> Litestar:
             UnsubscribeController,
             AuditController,
             DecisionController,
+            AudienceController,
         ],
         migrations=MIGRATIONS,
         on_startup=[start_tokens, start_audit_writer, start_webhooks],

@@ -139,7 +139,7 @@ class AuditController(Controller):
             "fields withheld with the reason, the consent event(s) relied on, and the time. Name a "
             "subject_id, a channel or both; follow next_cursor with after= until it is null."
         ),
-        responses=problem_responses(400, 401, 403, 422),
+        responses=problem_responses(400, 401, 403, 422, 429),
     )
     async def releases(
         self,

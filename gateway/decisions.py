@@ -92,7 +92,7 @@ class DecisionController(Controller):
             "one); the rules service sees only what was released, plus the visit context given here. "
             "Answers the matched segments, content variants per slot, products and the reasons."
         ),
-        responses=problem_responses(400, 401, 403, 404, 422, 503),
+        responses=problem_responses(400, 401, 403, 404, 422, 503, 429),
     )
     async def decide(
         self,

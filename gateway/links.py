@@ -277,7 +277,7 @@ class LinkController(Controller):
             "links": Provide(provide_link_service, sync_to_thread=False),
         },
         sync_to_thread=False,
-        responses=problem_responses(400, 401, 403, 413, 415, 422),
+        responses=problem_responses(400, 401, 403, 413, 415, 422, 429),
     )
     def unsubscribe_link(
         self, subject_id: SubjectIdPath, data: UnsubscribeLinkIn, caller: Caller, links: LinkService
@@ -294,7 +294,7 @@ class LinkController(Controller):
             "links": Provide(provide_link_service, sync_to_thread=False),
         },
         sync_to_thread=False,
-        responses=problem_responses(400, 401, 403, 413, 415),
+        responses=problem_responses(400, 401, 403, 413, 415, 429),
     )
     def preference_link(
         self, subject_id: SubjectIdPath, data: PreferenceLinkIn, caller: Caller, links: LinkService

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime
 from sqlmodel import Field, SQLModel
 
-__all__ = ["ChannelClient", "ReleaseRecord"]
+__all__ = ["AudienceRelease", "AudienceReleaseSubject", "ChannelClient", "ReleaseRecord"]
 
 
 class ChannelClient(SQLModel, table=True):
@@ -42,3 +42,31 @@ class ReleaseRecord(SQLModel, table=True):
     released_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     outcome: str = Field(default="released", max_length=16)
     """``released`` (fields may still all be withheld) or ``refused`` (purpose not registered: nothing read)."""
+
+
+class AudienceRelease(SQLModel, table=True):
+    """One audience export: who asked for which purpose (and segment), from where, when."""
+
+    __tablename__ = "audience_release"
+
+    release_id: str = Field(primary_key=True, max_length=36)
+    client_id: str = Field(max_length=64)
+    channel: str = Field(max_length=64)
+    purpose: str = Field(max_length=100)
+    segment: str | None = Field(default=None, max_length=64)
+    resumed_after: str | None = Field(default=None, max_length=64)
+    """The subject the export's cursor resumed after; None for an export from the start."""
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AudienceReleaseSubject(SQLModel, table=True):
+    """One subject released in an audience export: its fields, those withheld, the consent relied on."""
+
+    __tablename__ = "audience_release_subject"
+
+    release_id: str = Field(primary_key=True, max_length=36)
+    subject_id: str = Field(primary_key=True, index=True, max_length=64)
+    released: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    withheld: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    consent_event_id: str | None = Field(default=None, max_length=36)
+    released_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import and_, or_
+import msgspec
+from sqlalchemy import and_, insert, or_
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.models import ChannelClient, ReleaseRecord
+from gateway.models import AudienceRelease, AudienceReleaseSubject, ChannelClient, ReleaseRecord
 
 if TYPE_CHECKING:
     from gateway.audit_writer import AuditWriter
 
-__all__ = ["ClientRepository", "ReleaseAuditRepository"]
+__all__ = ["AudienceAuditRepository", "AudienceAuditRow", "ClientRepository", "ReleaseAuditRepository"]
+
+AudienceAuditRow = tuple[str, str, str, str | None]
+"""(subject_id, released fields as JSON text, withheld fields as JSON text, consent event relied on)."""
+
+_audience_subject = AudienceReleaseSubject.__table__  # type: ignore[attr-defined]
+_AUDIENCE_COLUMNS: Final = ("release_id", "subject_id", "released", "withheld", "consent_event_id", "released_at")
 
 
 class ClientRepository:
@@ -93,3 +101,57 @@ class ReleaseAuditRepository:
             )
         statement = statement.order_by(col(ReleaseRecord.released_at), col(ReleaseRecord.release_id)).limit(limit)
         return (await self.session.exec(statement)).all()
+
+
+class AudienceAuditRepository:
+    """The audit of audience exports, written a page at a time.
+
+    On PostgreSQL a page is one ``COPY`` into ``audience_release_subject`` (binary, through asyncpg)
+    inside the caller's transaction; on SQLite one ``executemany``.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def open(self, release: AudienceRelease) -> None:
+        self.session.add(release)
+        await self.session.flush()
+
+    async def record_subjects(self, release_id: str, released_at: datetime, rows: Sequence[AudienceAuditRow]) -> None:
+        if not rows:
+            return
+        connection = await self.session.connection()
+        if connection.dialect.name == "postgresql":
+            raw = await connection.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(
+                "audience_release_subject",
+                records=[(release_id, *row, released_at) for row in rows],
+                columns=_AUDIENCE_COLUMNS,
+            )
+            return
+        await self.session.exec(  # type: ignore[call-overload]
+            insert(_audience_subject),
+            params=[
+                {
+                    "release_id": release_id,
+                    "subject_id": subject_id,
+                    "released": msgspec.json.decode(released),
+                    "withheld": msgspec.json.decode(withheld),
+                    "consent_event_id": event_id,
+                    "released_at": released_at,
+                }
+                for subject_id, released, withheld, event_id in rows
+            ],
+        )
+
+    async def release(self, release_id: str) -> AudienceRelease | None:
+        return await self.session.get(AudienceRelease, release_id)
+
+    async def subjects(self, release_id: str) -> list[dict[str, Any]]:
+        """Every subject audited for one export, in subject order."""
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(_audience_subject)
+            .where(_audience_subject.c.release_id == release_id)
+            .order_by(_audience_subject.c.subject_id)
+        )
+        return [dict(row._mapping) for row in result]

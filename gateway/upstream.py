@@ -15,7 +15,8 @@ transport ~2.6 ms; aiohttp alone, with the answer decoded straight from its byte
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -23,11 +24,21 @@ import msgspec
 
 from gateway.release import ConsentView
 from gateway.schemas import RulesDecision
-from tillit.problems import NotFound, TillitError, Unavailable
+from tillit.problems import NotFound, TillitError, Unavailable, Unprocessable
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import Settings
 
-__all__ = ["ConsentState", "StoredProfile", "Upstream"]
+__all__ = [
+    "ActiveConsent",
+    "ActiveConsents",
+    "ConsentState",
+    "ProfileBatch",
+    "ProfilePage",
+    "PurposeStates",
+    "StoredProfile",
+    "SubjectPurposeState",
+    "Upstream",
+]
 
 _log = logging.getLogger("tillit.gateway.upstream")
 T = TypeVar("T")
@@ -54,6 +65,43 @@ class ConsentState(msgspec.Struct):
 class StoredProfile(msgspec.Struct):
     subject_id: str
     fields: dict[str, Any]
+
+
+class ActiveConsent(msgspec.Struct):
+    """One subject whose consent to the purpose counts now (a row of an audience page)."""
+
+    subject_id: str
+    event_id: str
+    notice_version: int | None = None
+    expires_at: datetime | None = None
+
+
+class ActiveConsents(msgspec.Struct):
+    consents: list[ActiveConsent]
+
+
+class ProfileBatch(msgspec.Struct):
+    profiles: list[StoredProfile]
+
+
+class ProfilePage(msgspec.Struct):
+    profiles: list[StoredProfile]
+    last: str | None = None
+
+
+class SubjectPurposeState(PurposeState, frozen=True):
+    subject_id: str = ""
+
+
+class PurposeStates(msgspec.Struct):
+    states: list[SubjectPurposeState]
+
+
+class _SegmentMatch(msgspec.Struct):
+    matches: list[int]
+
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class _UpstreamProblem(TillitError):
@@ -170,6 +218,40 @@ class Upstream:
     async def decide(self, request: dict[str, Any]) -> RulesDecision:
         """The rules service's decision on an already-filtered profile and a visit's context."""
         return await self._call("rules", "POST", "/v1/decide", RulesDecision, json=request)
+
+    async def active_consents(self, purpose: str, after: str, limit: int) -> ActiveConsents:
+        """A keyset page of the subjects whose consent to ``purpose`` counts now (audiences)."""
+        params = {"after": after, "limit": limit}
+        return await self._call("consent", "GET", f"/v1/purposes/{purpose}/active", ActiveConsents, params=params)
+
+    async def purpose_states(self, purpose: str, subject_ids: Sequence[str]) -> PurposeStates:
+        body = msgspec.json.encode({"subject_ids": subject_ids})
+        path = f"/v1/purposes/{purpose}/states"
+        return await self._call("consent", "POST", path, PurposeStates, extra_headers=_JSON, content=body)
+
+    async def profiles(self, subject_ids: Sequence[str]) -> ProfileBatch:
+        """The profiles of these subjects (at most 5000); subjects without one are absent."""
+        body = msgspec.json.encode({"subject_ids": subject_ids})
+        return await self._call(
+            "preferences", "POST", "/v1/profiles/batch", ProfileBatch, extra_headers=_JSON, content=body
+        )
+
+    async def profile_page(self, after: str, limit: int) -> ProfilePage:
+        """A keyset page of every profile in subject order."""
+        params = {"after": after, "limit": limit}
+        return await self._call("preferences", "GET", "/v1/profiles", ProfilePage, params=params)
+
+    async def segment_matches(self, segment: str, purpose: str, profiles: Sequence[dict[str, Any]]) -> list[int]:
+        """Positions of the filtered ``profiles`` that ``segment`` matches; an unknown segment is a 422."""
+        body = msgspec.json.encode({"purpose": purpose, "profiles": profiles})
+        path = f"/v1/segments/{segment}/match"
+        try:
+            answer = await self._call("rules", "POST", path, _SegmentMatch, extra_headers=_JSON, content=body)
+        except _UpstreamProblem as exc:
+            if exc.status_code == 404:
+                raise Unprocessable(f"no segment {segment!r} is defined", slug="unknown-segment") from exc
+            raise
+        return answer.matches
 
 
 def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -17,8 +17,8 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     if backend == "postgres":
         require_postgres()
     with running_platform(backend, tmp_path_factory.mktemp(f"platform-{backend}")) as running:
-        running.add_channel("email", ["profiles:read", "consents:write", "webhooks:manage"])
+        running.add_channel("email", ["profiles:read", "consents:write", "webhooks:manage", "audiences:read"])
         running.add_channel("sms", ["profiles:read"])
         running.add_channel("web", ["profiles:read", "decisions:read", "consents:write"])
-        running.add_channel("ads", ["profiles:read"])
+        running.add_channel("ads", ["profiles:read", "audiences:read"])
         yield running

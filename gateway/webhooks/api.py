@@ -49,16 +49,20 @@ class WebhookController(Controller):
             "Tillit-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + '.' + body)>; "
             "retried with backoff until the endpoint answers 2xx."
         ),
-        responses=problem_responses(400, 401, 403, 413, 415, 422),
+        responses=problem_responses(400, 401, 403, 413, 415, 422, 429),
     )
     async def register(self, data: WebhookIn, caller: Caller, webhooks: WebhookService) -> RegisteredWebhook:
         return await webhooks.register(caller, data)
 
-    @get("/", summary="This client's webhooks", responses=problem_responses(401, 403))
+    @get("/", summary="This client's webhooks", responses=problem_responses(401, 403, 429))
     async def list_webhooks(self, caller: Caller, webhooks: WebhookService) -> WebhookList:
         return await webhooks.list(caller)
 
-    @get("/{webhook_id:str}", summary="One of this client's webhooks", responses=problem_responses(400, 401, 403, 404))
+    @get(
+        "/{webhook_id:str}",
+        summary="One of this client's webhooks",
+        responses=problem_responses(400, 401, 403, 404, 429),
+    )
     async def get_webhook(self, webhook_id: WebhookIdPath, caller: Caller, webhooks: WebhookService) -> WebhookOut:
         return await webhooks.get(caller, webhook_id)
 
@@ -66,7 +70,7 @@ class WebhookController(Controller):
         "/{webhook_id:str}",
         status_code=HTTP_204_NO_CONTENT,
         summary="Remove a webhook and its deliveries; nothing more is sent to it",
-        responses=problem_responses(400, 401, 403, 404),
+        responses=problem_responses(400, 401, 403, 404, 429),
     )
     async def delete_webhook(self, webhook_id: WebhookIdPath, caller: Caller, webhooks: WebhookService) -> None:
         await webhooks.delete(caller, webhook_id)
@@ -74,7 +78,7 @@ class WebhookController(Controller):
     @get(
         "/{webhook_id:str}/deliveries",
         summary="Deliveries to a webhook, newest first: status, attempts, last answer or error, next attempt",
-        responses=problem_responses(400, 401, 403, 404),
+        responses=problem_responses(400, 401, 403, 404, 429),
     )
     async def deliveries(
         self,

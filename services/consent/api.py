@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.consent.chain import LedgerReport
 from services.consent.repository import ConsentRepository
 from services.consent.schemas import (
+    ActiveConsents,
     ConfirmConsent,
     ConsentHistory,
     ConsentStats,
@@ -23,20 +24,32 @@ from services.consent.schemas import (
     ImportBatch,
     ImportResult,
     PurposeOut,
+    PurposeStates,
     ReceiptOut,
     ReconsentNeeded,
     RecordConsent,
     RecordedConsent,
+    SubjectBatch,
     SubjectConsents,
 )
 from services.consent.service import ConsentService, SigningKeys
 from tillit.db import provide_read_session
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
-from tillit.types import SubjectIdPath
+from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN, SubjectIdPath
 
 __all__ = ["ConsentController", "receipt_keys"]
 
+PurposePath = Annotated[str, Parameter(pattern=PURPOSE_PATTERN, max_length=100, description="A purpose key")]
+AfterQuery = Annotated[
+    str,
+    Parameter(
+        pattern=f"^$|{SUBJECT_ID_PATTERN}",
+        max_length=64,
+        description="Only subjects after this one in subject order (the last subject of the previous page)",
+    ),
+]
+PageLimit = Annotated[int, Parameter(ge=1, le=10_000, description="At most this many subjects (1-10000)")]
 EventIdPath = Annotated[str, Parameter(pattern=r"^[0-9a-f-]{36}$", description="A ledger event id (UUID)")]
 
 
@@ -199,6 +212,28 @@ class ConsentController(Controller):
     )
     async def history(self, subject_id: SubjectIdPath, consents: ConsentService) -> ConsentHistory:
         return await consents.history(subject_id)
+
+    @get(
+        "/purposes/{purpose:str}/active",
+        summary="Subjects whose consent to the purpose counts now, in subject order (keyset pages for audiences)",
+        dependencies=READ_ONLY,
+        responses=problem_responses(400, 401, 422),
+    )
+    async def active(
+        self, purpose: PurposePath, consents: ConsentService, after: AfterQuery = "", limit: PageLimit = 1000
+    ) -> ActiveConsents:
+        return await consents.active(purpose, after, limit)
+
+    @post(
+        "/purposes/{purpose:str}/states",
+        status_code=HTTP_200_OK,
+        summary="The purpose's current state for up to 5000 subjects at once",
+        dependencies=READ_ONLY,
+        request_max_body_size=1024 * 1024,
+        responses=problem_responses(400, 401, 413, 415, 422),
+    )
+    async def purpose_states(self, purpose: PurposePath, data: SubjectBatch, consents: ConsentService) -> PurposeStates:
+        return await consents.purpose_states(purpose, data.subject_ids)
 
     @get(
         "/ledger/verify",

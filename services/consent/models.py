@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -62,6 +62,7 @@ class ConsentState(SQLModel, table=True):
     """Current state per subject and purpose, derived from the ledger in the same transaction."""
 
     __tablename__ = "consent_state"
+    __table_args__ = (Index("ix_consent_state_audience", "purpose", "status", "subject_id"),)
 
     subject_id: str = Field(primary_key=True, max_length=64)
     purpose: str = Field(primary_key=True, max_length=100)

@@ -23,7 +23,7 @@ from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
 from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord, PublishedNotice
 from tillit.types import as_utc
 
-__all__ = ["ConsentRepository", "StateRow"]
+__all__ = ["ActiveRow", "ConsentRepository", "StateRow"]
 
 _chain = ConsentChain.__table__  # type: ignore[attr-defined]
 _event = ConsentEvent.__table__  # type: ignore[attr-defined]
@@ -98,6 +98,21 @@ SELECT subject_id, purpose, status, since, event_id, notice_version, expires_at
 FROM consent_state WHERE subject_id = $1 ORDER BY purpose
 """
 
+# The audience query: given consents of one purpose that still count, in subject order after $2.
+# The index ix_consent_state_audience (purpose, status, subject_id) serves it.
+_PG_ACTIVE: Final = """
+SELECT subject_id, event_id, notice_version, expires_at
+FROM consent_state
+WHERE purpose = $1 AND status = 'given' AND subject_id > $2
+  AND (expires_at IS NULL OR expires_at > $3) AND coalesce(notice_version, 1) >= $4
+ORDER BY subject_id
+LIMIT $5
+"""
+_PG_PURPOSE_STATES: Final = """
+SELECT subject_id, purpose, status, since, event_id, notice_version, expires_at
+FROM consent_state WHERE purpose = $1 AND subject_id = ANY($2::text[]) ORDER BY subject_id
+"""
+
 
 def _json(value: Any) -> str | None:
     return None if value is None else msgspec.json.encode(value).decode()
@@ -110,6 +125,15 @@ class StateRow(msgspec.Struct, frozen=True):
     purpose: str
     status: str
     since: datetime
+    event_id: str
+    notice_version: int | None
+    expires_at: datetime | None
+
+
+class ActiveRow(msgspec.Struct, frozen=True):
+    """One subject whose consent to a purpose counts now (the audience query's row)."""
+
+    subject_id: str
     event_id: str
     notice_version: int | None
     expires_at: datetime | None
@@ -200,6 +224,44 @@ class ConsentRepository:
             core_select(*(_state.c[name] for name in StateRow.__struct_fields__))
             .where(_state.c.subject_id == subject_id)
             .order_by(_state.c.purpose)
+        )
+        return [StateRow(*row) for row in result]
+
+    async def active_for_purpose(
+        self, purpose: str, after: str, limit: int, now: datetime, min_notice_version: int
+    ) -> list[ActiveRow]:
+        """Subjects after ``after`` (in subject order) whose given consent to ``purpose`` counts at ``now``.
+
+        Counts: given, not expired, under a notice version at or above ``min_notice_version``. Keyset
+        pagination: the caller passes the last subject of one page as ``after`` of the next.
+        """
+        driver = await self._asyncpg()
+        if driver is not None:
+            rows = await driver.fetch(_PG_ACTIVE, purpose, after, now, min_notice_version, limit)
+            return [ActiveRow(*row) for row in rows]
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(_state.c.subject_id, _state.c.event_id, _state.c.notice_version, _state.c.expires_at)
+            .where(
+                _state.c.purpose == purpose,
+                _state.c.status == "given",
+                _state.c.subject_id > after,
+                (_state.c.expires_at.is_(None)) | (_state.c.expires_at > now),
+                func.coalesce(_state.c.notice_version, 1) >= min_notice_version,
+            )
+            .order_by(_state.c.subject_id)
+            .limit(limit)
+        )
+        return [ActiveRow(row[0], row[1], row[2], as_utc(row[3]) if row[3] else None) for row in result]
+
+    async def states_of(self, purpose: str, subject_ids: Sequence[str]) -> list[StateRow]:
+        """The current state of ``purpose`` for each of these subjects that has one."""
+        driver = await self._asyncpg()
+        if driver is not None:
+            return [StateRow(*row) for row in await driver.fetch(_PG_PURPOSE_STATES, purpose, list(subject_ids))]
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(*(_state.c[name] for name in StateRow.__struct_fields__))
+            .where(_state.c.purpose == purpose, _state.c.subject_id.in_(subject_ids))
+            .order_by(_state.c.subject_id)
         )
         return [StateRow(*row) for row in result]
 

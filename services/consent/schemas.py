@@ -7,10 +7,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from services.consent.repository import ActiveRow
 from tillit.policy import Language
-from tillit.types import IPAddress, PurposeKey
+from tillit.types import IPAddress, PurposeKey, SubjectId
 
 __all__ = [
+    "ActiveConsents",
     "ConfirmConsent",
     "ConsentEventOut",
     "ConsentHistory",
@@ -26,12 +28,15 @@ __all__ = [
     "NoticeShown",
     "PendingConfirmation",
     "PurposeOut",
+    "PurposeStates",
     "ReceiptOut",
     "ReconsentItem",
     "ReconsentNeeded",
     "RecordConsent",
     "RecordedConsent",
+    "SubjectBatch",
     "SubjectConsents",
+    "SubjectPurposeState",
 ]
 
 SourceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$", max_length=80)]
@@ -191,3 +196,30 @@ class PurposeOut(msgspec.Struct):
     title: str
     legal_basis: str
     consent_lasts: str | None
+
+
+class ActiveConsents(msgspec.Struct):
+    """One page of the subjects whose consent to ``purpose`` counts now, in subject order.
+
+    Fewer than ``limit`` rows means the end; otherwise ask again with ``after`` = the last subject.
+    """
+
+    purpose: str
+    as_of: datetime
+    consents: list[ActiveRow]
+
+
+class SubjectBatch(msgspec.Struct, forbid_unknown_fields=True):
+    subject_ids: Annotated[list[SubjectId], msgspec.Meta(max_length=5000)]
+
+
+class SubjectPurposeState(ConsentStatusOut):
+    subject_id: str = ""
+
+
+class PurposeStates(msgspec.Struct):
+    """The state of one purpose for each subject asked about that has one (others have none)."""
+
+    purpose: str
+    as_of: datetime
+    states: list[SubjectPurposeState]

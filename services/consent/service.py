@@ -20,6 +20,7 @@ from services.consent.models import ConsentState
 from services.consent.receipts import ReceiptFacts, build_receipt, sign_receipt
 from services.consent.repository import ConsentRepository, StateRow
 from services.consent.schemas import (
+    ActiveConsents,
     ConfirmConsent,
     ConsentEventOut,
     ConsentHistory,
@@ -32,12 +33,14 @@ from services.consent.schemas import (
     NoticeShown,
     PendingConfirmation,
     PurposeOut,
+    PurposeStates,
     ReceiptOut,
     ReconsentItem,
     ReconsentNeeded,
     RecordConsent,
     RecordedConsent,
     SubjectConsents,
+    SubjectPurposeState,
 )
 from tillit.policy import Policy, PolicyError
 from tillit.problems import BadRequest, Conflict, NotFound, Unprocessable
@@ -427,6 +430,32 @@ class ConsentService:
         return SubjectConsents(
             subject_id=subject_id, as_of=now, consents=[self._status_out(state, now) for state in states]
         )
+
+    def _known_purpose(self, purpose: str) -> None:
+        if purpose not in self.policy.purposes:
+            raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
+
+    async def active(self, purpose: str, after: str, limit: int) -> ActiveConsents:
+        """A page of the subjects whose consent to ``purpose`` counts now (the gateway's audiences).
+
+        Counts exactly when :meth:`current` would say ``active``: given, unexpired, and under a notice
+        version no material change has replaced.
+        """
+        self._known_purpose(purpose)
+        now = self.clock()
+        floor = self.policy.reconsent_floor(purpose, now)
+        rows = await self.repository.active_for_purpose(purpose, after, limit, now, floor)
+        return ActiveConsents(purpose=purpose, as_of=now, consents=rows)
+
+    async def purpose_states(self, purpose: str, subject_ids: Sequence[str]) -> PurposeStates:
+        """The state of one purpose for many subjects at once (objections under legitimate interest)."""
+        self._known_purpose(purpose)
+        now = self.clock()
+        states = []
+        for state in await self.repository.states_of(purpose, subject_ids):
+            out = self._status_out(state, now)
+            states.append(SubjectPurposeState(**msgspec.structs.asdict(out), subject_id=state.subject_id))
+        return PurposeStates(purpose=purpose, as_of=now, states=states)
 
     async def reconsent(self, subject_id: str) -> ReconsentNeeded:
         """Purposes whose consent a material notice change has suspended, with the notice to show."""

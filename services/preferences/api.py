@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, delete, get, patch
+from litestar import Controller, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
@@ -14,7 +14,10 @@ from services.preferences.repository import ProfileRepository
 from services.preferences.schemas import (
     ErasureConfirmation,
     Profile,
+    ProfileBatch,
+    ProfileBatchRequest,
     ProfileHistory,
+    ProfilePage,
     ProfilePatch,
     ProfileStats,
     SubjectExport,
@@ -23,9 +26,9 @@ from services.preferences.service import ProfileService
 from tillit.db import provide_read_session
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
-from tillit.types import SubjectIdPath
+from tillit.types import SUBJECT_ID_PATTERN, SubjectIdPath
 
-__all__ = ["ProfileController", "StatsController", "SubjectDataController"]
+__all__ = ["ProfileBatchController", "ProfileController", "StatsController", "SubjectDataController"]
 
 READ_ONLY = {"session": Provide(provide_read_session)}
 """Handlers that only read take an autocommit session: no BEGIN and COMMIT round trips."""
@@ -35,6 +38,16 @@ HistoryBefore = Annotated[
     int | None,
     Parameter(ge=1, le=2**63 - 1, description="Only changes older than this change id (the next page)"),
 ]
+
+AfterQuery = Annotated[
+    str,
+    Parameter(
+        pattern=f"^$|{SUBJECT_ID_PATTERN}",
+        max_length=64,
+        description="Only subjects after this one in subject order (``last`` of the previous page)",
+    ),
+]
+PageLimit = Annotated[int, Parameter(ge=1, le=5000, description="At most this many subjects (1-5000)")]
 
 
 def provide_profile_service(session: AsyncSession) -> ProfileService:
@@ -115,3 +128,26 @@ class StatsController(Controller):
     )
     async def subjects(self, profiles: ProfileService) -> ProfileStats:
         return await profiles.stats()
+
+
+class ProfileBatchController(Controller):
+    """Profiles in bulk, for the gateway's audiences: by subject list, or every profile page by page."""
+
+    path = "/v1/profiles"
+    tags = ["profile"]
+    guards = [require_service_token]
+    dependencies = {"profiles": Provide(provide_profile_service, sync_to_thread=False), **READ_ONLY}
+
+    @get(summary="Every profile, a keyset page at a time in subject order", responses=problem_responses(400, 401))
+    async def page(self, profiles: ProfileService, after: AfterQuery = "", limit: PageLimit = 1000) -> ProfilePage:
+        return await profiles.page(after, limit)
+
+    @post(
+        "/batch",
+        status_code=HTTP_200_OK,
+        summary="The profiles of up to 5000 subjects (those without one are left out)",
+        request_max_body_size=1024 * 1024,
+        responses=problem_responses(400, 401, 413, 415),
+    )
+    async def batch(self, data: ProfileBatchRequest, profiles: ProfileService) -> ProfileBatch:
+        return await profiles.batch(data.subject_ids)

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Litestar
 
-from services.preferences.api import ProfileController, StatsController, SubjectDataController
+from services.preferences.api import ProfileBatchController, ProfileController, StatsController, SubjectDataController
 from services.preferences.quizzes.api import QUIZ_CONTROLLERS, load_stored_quizzes
 from services.preferences.quizzes.definitions import QUIZ_DIR
 from services.preferences.quizzes.purge import session_purger
@@ -40,7 +40,13 @@ def create_app() -> Litestar:
             "Preference profiles (zero-party data), each value with its provenance and change history; quizzes "
             "whose answers become profile traits, with anonymous analytics; per-subject export and erasure."
         ),
-        route_handlers=[ProfileController, SubjectDataController, StatsController, *QUIZ_CONTROLLERS],
+        route_handlers=[
+            ProfileController,
+            ProfileBatchController,
+            SubjectDataController,
+            StatsController,
+            *QUIZ_CONTROLLERS,
+        ],
         migrations=MIGRATIONS,
         check_policy=check_policy,
         state=quiz_state,

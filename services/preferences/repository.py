@@ -7,7 +7,9 @@ from datetime import datetime
 from functools import cache
 from typing import Any, Final, NamedTuple
 
+import msgspec
 from sqlalchemy import delete, distinct, func
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,6 +32,21 @@ class StoredValue(NamedTuple):
     updated_at: datetime
 
 
+_value = ProfileValue.__table__  # type: ignore[attr-defined]
+
+# Audiences read profiles by the thousand: PostgreSQL folds each subject's values into one JSON
+# object, so one row (and one decode) per subject instead of one per field.
+_PG_PROFILES: Final = """
+SELECT subject_id, json_object_agg(field, value ORDER BY field)::text
+FROM profile_value WHERE subject_id = ANY($1::text[])
+GROUP BY subject_id ORDER BY subject_id
+"""
+_PG_SUBJECTS_AFTER: Final = """
+SELECT subject_id FROM profile_subject WHERE subject_id > $1 ORDER BY subject_id LIMIT $2
+"""
+_decode_fields = msgspec.json.Decoder(dict[str, Any]).decode
+
+
 @cache
 def _lock_statement(dialect_name: str) -> Any:
     dialect: Any = postgresql if dialect_name == "postgresql" else sqlite
@@ -43,6 +60,43 @@ def _lock_statement(dialect_name: str) -> Any:
 class ProfileRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def _asyncpg(self) -> Any | None:
+        """The asyncpg connection under this session on PostgreSQL (the bulk reads use it); None on SQLite."""
+        if self.session.bind.dialect.name != "postgresql":
+            return None
+        connection = await self.session.connection()
+        raw = await connection.get_raw_connection()
+        return raw.driver_connection
+
+    async def profiles_of(self, subject_ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """(subject, fields) of each of these subjects that holds a value, in subject order."""
+        driver = await self._asyncpg()
+        if driver is not None:
+            rows = await driver.fetch(_PG_PROFILES, list(subject_ids))
+            return [(row[0], _decode_fields(row[1])) for row in rows]
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(_value.c.subject_id, _value.c.field, _value.c.value)
+            .where(_value.c.subject_id.in_(subject_ids))
+            .order_by(_value.c.subject_id, _value.c.field)
+        )
+        profiles: dict[str, dict[str, Any]] = {}
+        for subject_id, field, value in result:
+            profiles.setdefault(subject_id, {})[field] = value
+        return list(profiles.items())
+
+    async def subjects_after(self, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` subjects with a profile row after ``after``, in subject order (keyset pages)."""
+        driver = await self._asyncpg()
+        if driver is not None:
+            return [row[0] for row in await driver.fetch(_PG_SUBJECTS_AFTER, after, limit)]
+        result = await self.session.exec(  # type: ignore[call-overload]
+            core_select(_subject.c.subject_id)
+            .where(_subject.c.subject_id > after)
+            .order_by(_subject.c.subject_id)
+            .limit(limit)
+        )
+        return [row[0] for row in result]
 
     async def lock_subject(self, subject_id: str, now: datetime) -> None:
         """Create or bump the subject's row, locking it until the transaction ends.

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from services.preferences.quizzes.schemas import QuizSessionRecord
+from tillit.types import SubjectId
 
 __all__ = [
     "CONTACT_FREQUENCY_CHANNELS",
@@ -26,15 +27,19 @@ __all__ = [
     "PreferenceSections",
     "PriceRange",
     "Profile",
+    "ProfileBatch",
+    "ProfileBatchRequest",
     "ProfileChangeOut",
     "ProfileFields",
     "ProfileHistory",
+    "ProfilePage",
     "ProfilePatch",
     "ProfileStats",
     "Provenance",
     "Sizes",
     "StoredProfile",
     "SubjectExport",
+    "SubjectProfile",
 ]
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
@@ -199,3 +204,25 @@ class ErasureConfirmation(msgspec.Struct):
     service: str
     erased_at: datetime
     rows_erased: dict[str, int]
+
+
+class ProfileBatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    subject_ids: Annotated[list[SubjectId], msgspec.Meta(max_length=5000)]
+
+
+class SubjectProfile(msgspec.Struct):
+    subject_id: str
+    fields: dict[str, Any]
+
+
+class ProfileBatch(msgspec.Struct):
+    """The profiles of the subjects asked for that hold one, in subject order; the others are absent."""
+
+    profiles: list[SubjectProfile]
+
+
+class ProfilePage(msgspec.Struct):
+    """One keyset page of every profile: ask again with ``after`` = ``last`` until ``last`` is null."""
+
+    profiles: list[SubjectProfile]
+    last: str | None

@@ -22,13 +22,16 @@ from services.preferences.schemas import (
     PreferenceSections,
     PriceRange,
     Profile,
+    ProfileBatch,
     ProfileChangeOut,
     ProfileHistory,
+    ProfilePage,
     ProfilePatch,
     ProfileStats,
     Provenance,
     StoredProfile,
     SubjectExport,
+    SubjectProfile,
 )
 from tillit.policy import Policy
 from tillit.problems import NotFound, Unprocessable
@@ -64,6 +67,20 @@ class ProfileService:
             raise NotFound(f"no profile is held for subject {subject_id!r}", slug="profile-not-found")
         stored = _stored(values)
         return Profile(subject_id=subject_id, fields=stored.fields, provenance=stored.provenance)
+
+    async def batch(self, subject_ids: list[str]) -> ProfileBatch:
+        """Many profiles at once (audiences): fields only, no provenance."""
+        rows = await self.repository.profiles_of(subject_ids)
+        return ProfileBatch(profiles=[SubjectProfile(subject_id, fields) for subject_id, fields in rows])
+
+    async def page(self, after: str, limit: int) -> ProfilePage:
+        """Up to ``limit`` subjects after ``after``, with their profiles (a subject with no value left is skipped)."""
+        subjects = await self.repository.subjects_after(after, limit)
+        rows = await self.repository.profiles_of(subjects) if subjects else []
+        return ProfilePage(
+            profiles=[SubjectProfile(subject_id, fields) for subject_id, fields in rows],
+            last=subjects[-1] if len(subjects) == limit else None,
+        )
 
     async def patch(self, subject_id: str, patch: ProfilePatch) -> Profile:
         """Apply a patch and record each change in the history, all in the caller's transaction.

@@ -21,6 +21,8 @@ __all__ = [
     "Evaluation",
     "EvaluationRequest",
     "SegmentIn",
+    "SegmentMatch",
+    "SegmentMatchRequest",
     "SegmentOut",
 ]
 
@@ -102,3 +104,19 @@ class Decision(msgspec.Struct):
     variants: dict[str, str]
     products: list[str]
     reasons: list[DecisionReason]
+
+
+class SegmentMatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Profiles already filtered by the gateway for ``purpose`` (an audience page)."""
+
+    purpose: PurposeKey
+    profiles: Annotated[
+        list[Annotated[dict[ProfileFieldName, Any], msgspec.Meta(max_length=100)]], msgspec.Meta(max_length=5000)
+    ]
+
+
+class SegmentMatch(msgspec.Struct):
+    """Positions (0-based) in the request's ``profiles`` of those the segment matches, ascending."""
+
+    segment: str
+    matches: list[int]

@@ -17,10 +17,12 @@ from services.rules.schemas import (
     Evaluation,
     EvaluationRequest,
     SegmentIn,
+    SegmentMatch,
+    SegmentMatchRequest,
     SegmentOut,
 )
 from tillit.policy import Policy
-from tillit.problems import Conflict, Unprocessable
+from tillit.problems import Conflict, NotFound, Unprocessable
 from tillit.types import as_utc, utcnow
 
 __all__ = ["SegmentService", "matches"]
@@ -104,6 +106,28 @@ class SegmentService:
         matched segments and an otherwise empty, well-defined answer."""
         evaluation = await self.evaluate(EvaluationRequest(purpose=request.purpose, profile=request.profile))
         return Decision(purpose=request.purpose, segments=evaluation.segments, variants={}, products=[], reasons=[])
+
+    async def match(self, key: str, request: SegmentMatchRequest) -> SegmentMatch:
+        """Which of many filtered profiles one segment matches (the gateway's ``segment=`` audiences).
+
+        A segment answers only for the purpose it was defined under: its conditions were checked
+        against that purpose's permitted fields, and the profiles were filtered for the one asked.
+        """
+        row = await self.repository.get(key)
+        if row is None:
+            raise NotFound(f"no segment {key!r} is defined", slug="segment-not-found")
+        if row.purpose != request.purpose:
+            raise Unprocessable(
+                f"segment {key!r} is defined for purpose {row.purpose!r}, not {request.purpose!r}",
+                slug="segment-purpose-mismatch",
+            )
+        conditions = _conditions(row)
+        matched = [
+            index
+            for index, profile in enumerate(request.profiles)
+            if all(matches(condition, profile) for condition in conditions)
+        ]
+        return SegmentMatch(segment=key, matches=matched)
 
 
 def _conditions(row: Segment) -> list[Condition]:

@@ -1,0 +1,44 @@
+"""Profiles in bulk for audiences: by a list of subjects, and every profile keyset page by page."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.preferences.tests.support import patch, profile_service
+from tillit.db import Database
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_batch_holds_the_profiles_asked_for_in_subject_order(database: Database) -> None:
+    await patch(database, "s2", {"email": "two@example.com", "shoe_size": 40, "sizes": {"tops": "M"}})
+    await patch(database, "s1", {"first_name": "Ett", "favourite_brands": ["Acne Studios"]})
+    await patch(database, "s3", {"first_name": "Tre"})
+    await patch(database, "s4", {"first_name": "Fyra"})
+    await patch(database, "s4", {"first_name": None})  # every value cleared: no profile left
+
+    async with profile_service(database) as service:
+        batch = await service.batch(["s4", "s2", "nobody", "s1"])
+    assert [(p.subject_id, p.fields) for p in batch.profiles] == [
+        ("s1", {"favourite_brands": ["Acne Studios"], "first_name": "Ett"}),
+        ("s2", {"email": "two@example.com", "shoe_size": 40, "sizes": {"tops": "M"}}),
+    ]
+
+
+async def test_pages_of_every_profile_cover_each_once(database: Database) -> None:
+    for number in range(7):
+        await patch(database, f"s{number}", {"shoe_size": 36 + number})
+    await patch(database, "s3", {"shoe_size": None})
+
+    seen: list[str] = []
+    after = ""
+    async with profile_service(database) as service:
+        while True:
+            page = await service.page(after, 3)
+            seen += [profile.subject_id for profile in page.profiles]
+            if page.last is None:
+                break
+            after = page.last
+        empty = await service.page("s9", 3)
+    assert seen == ["s0", "s1", "s2", "s4", "s5", "s6"]
+    assert (empty.profiles, empty.last) == ([], None)
