@@ -101,9 +101,6 @@ class _SegmentMatch(msgspec.Struct):
     matches: list[int]
 
 
-_JSON = {"Content-Type": "application/json"}
-
-
 class _UpstreamProblem(TillitError):
     """A 4xx answer from a service, passed on to the caller as it came."""
 
@@ -225,15 +222,13 @@ class Upstream:
         return await self._call("consent", "GET", f"/v1/purposes/{purpose}/active", ActiveConsents, params=params)
 
     async def purpose_states(self, purpose: str, subject_ids: Sequence[str]) -> PurposeStates:
-        body = msgspec.json.encode({"subject_ids": subject_ids})
         path = f"/v1/purposes/{purpose}/states"
-        return await self._call("consent", "POST", path, PurposeStates, extra_headers=_JSON, content=body)
+        return await self._call("consent", "POST", path, PurposeStates, json={"subject_ids": subject_ids})
 
     async def profiles(self, subject_ids: Sequence[str]) -> ProfileBatch:
         """The profiles of these subjects (at most 5000); subjects without one are absent."""
-        body = msgspec.json.encode({"subject_ids": subject_ids})
         return await self._call(
-            "preferences", "POST", "/v1/profiles/batch", ProfileBatch, extra_headers=_JSON, content=body
+            "preferences", "POST", "/v1/profiles/batch", ProfileBatch, json={"subject_ids": subject_ids}
         )
 
     async def profile_page(self, after: str, limit: int) -> ProfilePage:
@@ -243,10 +238,11 @@ class Upstream:
 
     async def segment_matches(self, segment: str, purpose: str, profiles: Sequence[dict[str, Any]]) -> list[int]:
         """Positions of the filtered ``profiles`` that ``segment`` matches; an unknown segment is a 422."""
-        body = msgspec.json.encode({"purpose": purpose, "profiles": profiles})
         path = f"/v1/segments/{segment}/match"
         try:
-            answer = await self._call("rules", "POST", path, _SegmentMatch, extra_headers=_JSON, content=body)
+            answer = await self._call(
+                "rules", "POST", path, _SegmentMatch, json={"purpose": purpose, "profiles": profiles}
+            )
         except _UpstreamProblem as exc:
             if exc.status_code == 404:
                 raise Unprocessable(f"no segment {segment!r} is defined", slug="unknown-segment") from exc
