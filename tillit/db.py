@@ -8,7 +8,9 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Final
 
 import msgspec
@@ -33,6 +35,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **self._engine_options())
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.write_turns: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        """SQLite has one writer at a time and its busy handler polls with growing sleeps, so under a
+        burst some writers starve past any timeout. Requests that may write queue here instead, in
+        arrival order; PostgreSQL needs no queue."""
         self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     def _engine_options(self) -> dict[str, Any]:
@@ -97,7 +103,7 @@ async def provide_read_session(request: Request[Any, Any, Any]) -> AsyncIterator
 async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
     """One session per request; the request owns the transaction."""
     database: Database = request.app.state.database
-    async with database.sessionmaker() as session:
+    async with _write_turn(database, request.method), database.sessionmaker() as session:
         try:
             yield session
         except Exception:
@@ -105,3 +111,12 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[Asyn
             raise
         else:
             await session.commit()
+
+
+_READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _write_turn(database: Database, method: str) -> AbstractAsyncContextManager[Any]:
+    if database.write_turns is None or method in _READ_METHODS:
+        return nullcontext()
+    return database.write_turns
