@@ -4,7 +4,7 @@ No token, no upstream call, no database: what the server, Litestar and msgspec c
 the same shape and size as a gateway release. ``bench.gateway`` serves it exactly as tillit serves its
 components (granian, one worker, ASGI, factory; see ``tillit.cli._serve``) in its own process::
 
-    BENCH_BARE_BODY='{"subject_id": ...}' BENCH_BARE_PORT=8198 .venv/bin/python -m bench._bare_app
+    BENCH_BARE_BODY='{"subject_id": ...}' BENCH_PORT=8198 .venv/bin/python -m bench._bare_app
 
 ``BENCH_BARE_BODY`` is one real release answer (JSON); every request answers it with the path's
 subject id and the query's purpose put in.
@@ -50,7 +50,7 @@ def main() -> None:
     Server(
         "bench._bare_app:create_app",
         address="127.0.0.1",
-        port=int(os.environ["BENCH_BARE_PORT"]),
+        port=int(os.environ["BENCH_PORT"]),
         interface=Interfaces.ASGI,
         factory=True,
         workers=1,

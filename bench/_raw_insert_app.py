@@ -5,7 +5,7 @@ msgspec and one asyncpg statement stand between the client and PostgreSQL: no se
 SQLAlchemy session, no hash chain, no projection. ``bench.consent`` serves it exactly as tillit serves
 its components (granian, one worker, ASGI, factory; see ``tillit.cli._serve``) in its own process::
 
-    BENCH_RAW_DSN=postgresql://postgres@127.0.0.1:5432/test BENCH_RAW_SCHEMA=raw BENCH_RAW_PORT=8199 \\
+    BENCH_RAW_DSN=postgresql://postgres@127.0.0.1:5432/test BENCH_RAW_SCHEMA=raw BENCH_PORT=8199 \\
         .venv/bin/python -m bench._raw_insert_app
 
 Its tables (:func:`schema_ddl`) mirror ``consent_event`` and ``consent_state`` of the consent service's
@@ -241,7 +241,7 @@ def main() -> None:
     Server(
         "bench._raw_insert_app:create_app",
         address=os.environ.get("BENCH_RAW_HOST", "127.0.0.1"),
-        port=int(os.environ["BENCH_RAW_PORT"]),
+        port=int(os.environ["BENCH_PORT"]),
         interface=Interfaces.ASGI,
         factory=True,
         workers=1,

@@ -57,8 +57,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,6 +68,7 @@ import asyncpg
 import httpx
 import msgspec
 
+from bench._baseline import serve_baseline
 from bench._http1 import HTTP1Client
 from bench._load import (
     Check,
@@ -83,7 +84,7 @@ from bench._load import (
 from bench._raw_insert_app import EVENT_COLUMNS, EVENT_TABLE, POOL_MAX, STATE_COLUMNS, STATE_TABLE, schema_ddl
 from bench._report import command_line, fmt, print_errors, print_load_table, print_machine, print_ratios, print_targets
 from services.consent.chain import GENESIS_HASH, event_hash, personal_digest
-from tests.platform import RunningPlatform, free_port, postgres_available, running_platform
+from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
 from tillit.testing import POSTGRES_URL
 
@@ -674,46 +675,9 @@ def _descendants(root: int) -> dict[int, int]:
     return found
 
 
-@contextmanager
-def raw_app(dsn: str, schema: str, log_path: Path) -> Iterator[tuple[str, int]]:
+def raw_app(dsn: str, schema: str, log_path: Path) -> AbstractContextManager[tuple[str, int]]:
     """``bench._raw_insert_app`` in its own process, served like a tillit component; (url, pid)."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("TILLIT_", "BENCH_RAW_"))}
-    env.update({"BENCH_RAW_DSN": dsn, "BENCH_RAW_SCHEMA": schema, "BENCH_RAW_PORT": str(port)})
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench._raw_insert_app"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            with httpx.Client(timeout=2.0) as client:
-                while True:
-                    if process.poll() is not None:
-                        tail = log_path.read_text(errors="replace")[-3000:]
-                        raise PlatformError(f"the raw app exited with {process.returncode}:\n{tail}")
-                    try:
-                        if client.get(f"{url}/health").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise PlatformError("the raw app is not ready after 60 s")
-                    time.sleep(0.1)
-            yield url, process.pid
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    return serve_baseline("bench._raw_insert_app", {"BENCH_RAW_DSN": dsn, "BENCH_RAW_SCHEMA": schema}, log_path)
 
 
 # --- profiling -------------------------------------------------------------------------------------

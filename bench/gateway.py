@@ -34,15 +34,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, ExitStack, contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -51,12 +48,12 @@ import asyncpg
 import httpx
 import msgspec
 
+from bench._baseline import serve_baseline
 from bench._http1 import HTTP1Client
 from bench._load import LoadResult, Target, fast_load_client, machine_info, merge, run, run_load
 from bench._report import command_line, fmt, print_errors, print_machine
 from bench.consent import (
     ERROR_EXAMPLES,
-    REPO_ROOT,
     Problems,
     PySpy,
     _descendants,
@@ -70,7 +67,7 @@ from bench.consent import (
     summarize_profile,
 )
 from bench.preferences import profile_check, profile_fields
-from tests.platform import RunningPlatform, free_port, postgres_available, running_platform
+from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
 
 __all__ = ["SIDES", "TARGETS", "main"]
@@ -208,46 +205,9 @@ async def seed(running: RunningPlatform, shoppers: int, concurrency: int, proble
     return Seeded(fields, event_ids, time.perf_counter() - started)
 
 
-@contextmanager
-def bare_app(body: bytes, log_path: Path) -> Iterator[tuple[str, int]]:
+def bare_app(body: bytes, log_path: Path) -> AbstractContextManager[tuple[str, int]]:
     """``bench._bare_app`` in its own process, served like a tillit component; (url, pid)."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("TILLIT_", "BENCH_"))}
-    env.update({"BENCH_BARE_BODY": body.decode(), "BENCH_BARE_PORT": str(port)})
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bench._bare_app"],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            with httpx.Client(timeout=2.0) as client:
-                while True:
-                    if process.poll() is not None:
-                        tail = log_path.read_text(errors="replace")[-3000:]
-                        raise PlatformError(f"the bare app exited with {process.returncode}:\n{tail}")
-                    try:
-                        if client.get(f"{url}/health").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise PlatformError("the bare app is not ready after 60 s")
-                    time.sleep(0.1)
-            yield url, process.pid
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    return serve_baseline("bench._bare_app", {"BENCH_BARE_BODY": body.decode()}, log_path)
 
 
 @dataclass
