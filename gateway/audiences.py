@@ -59,13 +59,13 @@ from litestar.response import Stream
 from gateway.api import provide_caller, require_access_token
 from gateway.models import AudienceRelease
 from gateway.oauth import Caller
-from gateway.release import ConsentView, WithheldReason, decide
+from gateway.release import ConsentView, WithheldReason, check_channel_purpose, decide
 from gateway.repository import AudienceAuditRepository, AudienceAuditRow
 from gateway.upstream import StoredProfile, Upstream
 from tillit.db import Database
 from tillit.keys import ACCESS_TOKEN_KEY, load_private_key
 from tillit.policy import Policy
-from tillit.problems import Forbidden, Problem, TillitError, Unprocessable, problem_responses, problem_type
+from tillit.problems import Problem, TillitError, Unprocessable, problem_responses, problem_type
 from tillit.settings import Settings
 from tillit.types import PURPOSE_PATTERN, utcnow
 
@@ -350,14 +350,7 @@ class AudienceService:
 
     def _check(self, caller: Caller, purpose: str) -> None:
         caller.require("audiences:read")
-        if purpose not in self.policy.purposes:
-            raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
-        channel = self.policy.channels.get(caller.channel)
-        if channel is None or purpose not in channel.purposes:
-            raise Forbidden(
-                f"channel {caller.channel!r} is not registered for purpose {purpose!r}",
-                slug="purpose-not-registered",
-            )
+        check_channel_purpose(self.policy, caller.channel, purpose)
 
     async def open(
         self, caller: Caller, purpose: str, segment: str | None, cursor: str | None, limit: int | None

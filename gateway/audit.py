@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.api import require_access_token
+from gateway.api import provide_caller, require_access_token
 from gateway.models import ReleaseRecord
 from gateway.oauth import Caller
 from gateway.repository import ReleaseAuditRepository
@@ -110,10 +110,6 @@ def refuse_repeated_query(connection: ASGIConnection[Any, Any, Any, Any], _: Bas
     if repeated:
         problem = f"query parameters given more than once: {', '.join(repeated)}"
         raise InvalidRequest(problem, errors=[{"message": problem, "source": "query"}])
-
-
-def provide_caller(request: Request[Any, Any, Any]) -> Caller:
-    return request.state.caller
 
 
 def provide_audit_service(session: AsyncSession) -> AuditService:

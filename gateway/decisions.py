@@ -8,18 +8,16 @@ down the answer is a 503 and nothing is released (the audit row rolls back with 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.di import Provide
 from litestar.params import Parameter
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.api import PurposeQuery, require_access_token
+from gateway.api import PurposeQuery, provide_caller, provide_gateway_service, require_access_token
 from gateway.audit import refuse_repeated_query
 from gateway.oauth import Caller
-from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
@@ -65,14 +63,8 @@ class DecisionService:
         )
 
 
-def provide_caller(request: Request[Any, Any, Any]) -> Caller:
-    return request.state.caller
-
-
-def provide_decision_service(session: AsyncSession, request: Request[Any, Any, Any]) -> DecisionService:
-    state = request.app.state  # not a ``state`` parameter: Litestar copies the state for each one
-    gateway = GatewayService(state.policy, state.upstream, ReleaseAuditRepository(session, state.get("audit_writer")))
-    return DecisionService(gateway, state.upstream)
+def provide_decision_service(gateway: GatewayService) -> DecisionService:
+    return DecisionService(gateway, gateway.upstream)
 
 
 class DecisionController(Controller):
@@ -81,6 +73,7 @@ class DecisionController(Controller):
     guards = [require_access_token, refuse_repeated_query]
     dependencies = {
         "caller": Provide(provide_caller, sync_to_thread=False),
+        "gateway": Provide(provide_gateway_service, sync_to_thread=False),
         "decisions": Provide(provide_decision_service, sync_to_thread=False),
     }
 

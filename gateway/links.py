@@ -29,10 +29,11 @@ from litestar.status_codes import HTTP_200_OK
 
 from gateway.api import provide_caller, require_access_token
 from gateway.oauth import Caller
+from gateway.release import check_channel_purpose
 from gateway.upstream import Upstream
 from tillit.links import LinkError, sign_preference_link, sign_unsubscribe, verify_unsubscribe
 from tillit.policy import Policy
-from tillit.problems import BadRequest, Forbidden, NotFound, Unprocessable, problem_responses
+from tillit.problems import BadRequest, NotFound, Unprocessable, problem_responses
 from tillit.settings import Settings
 from tillit.types import PurposeKey, SubjectIdPath, utcnow
 
@@ -103,15 +104,7 @@ class LinkService:
         self.issuer = settings.url_of("gateway")
 
     def _check_purpose(self, caller: Caller, purpose: str) -> None:
-        declared = self.policy.purposes.get(purpose)
-        if declared is None:
-            raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
-        channel = self.policy.channels.get(caller.channel)
-        if channel is None or purpose not in channel.purposes:
-            raise Forbidden(
-                f"channel {caller.channel!r} is not registered for purpose {purpose!r}",
-                slug="purpose-not-registered",
-            )
+        declared = check_channel_purpose(self.policy, caller.channel, purpose)
         if declared.legal_basis not in ("consent", "legitimate_interest"):
             raise Unprocessable(
                 f"purpose {purpose!r} rests on {declared.legal_basis}, not on consent: there is nothing to "

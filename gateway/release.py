@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 import msgspec
 
-from tillit.policy import Policy
+from tillit.policy import Policy, Purpose
+from tillit.problems import Forbidden, Unprocessable
 from tillit.transforms import apply_transform
 
-__all__ = ["ConsentView", "Decision", "Withheld", "WithheldReason", "decide"]
+__all__ = ["ConsentView", "Decision", "Withheld", "WithheldReason", "check_channel_purpose", "decide"]
 
 WithheldReason = Literal[
     "category_not_permitted",
@@ -74,6 +75,17 @@ def _basis_failure(policy: Policy, purpose: str, consent: ConsentView | None, no
     if basis == "legitimate_interest" and consent is not None and consent.status == "withdrawn":
         return "objection_recorded"
     return None
+
+
+def check_channel_purpose(policy: Policy, channel: str, purpose: str) -> Purpose:
+    """Rule 1: the purpose is declared (else 422) and the channel is registered for it (else 403)."""
+    declared = policy.purposes.get(purpose)
+    if declared is None:
+        raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
+    registered = policy.channels.get(channel)
+    if registered is None or purpose not in registered.purposes:
+        raise Forbidden(f"channel {channel!r} is not registered for purpose {purpose!r}", slug="purpose-not-registered")
+    return declared
 
 
 def decide(

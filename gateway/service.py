@@ -12,12 +12,12 @@ import msgspec
 
 from gateway.models import ReleaseRecord
 from gateway.oauth import Caller
-from gateway.release import decide
+from gateway.release import check_channel_purpose, decide
 from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import CapturedConsent, ConsentConfirmation, ProfileRelease, WithheldField
 from gateway.upstream import Upstream
 from tillit.policy import Policy
-from tillit.problems import Forbidden, Unprocessable
+from tillit.problems import Forbidden
 from tillit.types import utcnow
 
 __all__ = ["GatewayService"]
@@ -45,14 +45,7 @@ class GatewayService:
         self.clock = clock
 
     def _check_purpose(self, caller: Caller, purpose: str) -> None:
-        if purpose not in self.policy.purposes:
-            raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
-        channel = self.policy.channels.get(caller.channel)
-        if channel is None or purpose not in channel.purposes:
-            raise Forbidden(
-                f"channel {caller.channel!r} is not registered for purpose {purpose!r}",
-                slug="purpose-not-registered",
-            )
+        check_channel_purpose(self.policy, caller.channel, purpose)
 
     async def _check_release_purpose(self, caller: Caller, subject_id: str, purpose: str) -> None:
         """``_check_purpose``, with a refused attempt written to the audit although the request fails."""
