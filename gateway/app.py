@@ -15,6 +15,9 @@ from gateway.links import LinkController, LinkKeys, UnsubscribeController
 from gateway.oauth import TokenService
 from gateway.ratelimit import RateLimiter
 from gateway.revocation import DisabledClients
+from gateway.shopper.api import MeController, QuizCatalogueController, ShopperSessionController
+from gateway.shopper.service import ShopperLimits
+from gateway.shopper.tokens import ShopperTokens
 from gateway.upstream import Upstream
 from gateway.webhooks.api import WebhookController
 from gateway.webhooks.dispatcher import webhook_dispatcher
@@ -56,6 +59,12 @@ def create_app() -> Litestar:
             ttl=settings.access_token_ttl,
             disabled=app.state.disabled_clients,
         )
+        app.state.shopper_tokens = ShopperTokens(
+            load_private_key(settings.keys_dir, ACCESS_TOKEN_KEY),
+            access_public_keys,
+            issuer=settings.url_of("gateway"),
+            ttl=settings.shopper_session_ttl,
+        )
 
     def start_audit_writer(app: Litestar) -> None:
         app.state.audit_writer = AuditWriter(app.state.database)
@@ -89,6 +98,9 @@ def create_app() -> Litestar:
             AuditController,
             DecisionController,
             AudienceController,
+            ShopperSessionController,
+            MeController,
+            QuizCatalogueController,
         ],
         migrations=MIGRATIONS,
         on_startup=[start_tokens, start_audit_writer, start_webhooks],
@@ -97,6 +109,7 @@ def create_app() -> Litestar:
             "policy": policy,
             "upstream": upstream,
             "rate_limiter": RateLimiter(settings.rate_limit_scale),
+            "shopper_limits": ShopperLimits(settings.rate_limit_scale),
             "access_token_jwks": access_public_keys.as_dict(private=False),
             "receipt_jwks": load_public_keys(settings.keys_dir, RECEIPT_KEY).as_dict(private=False),
             "link_keys": LinkKeys(

@@ -190,6 +190,20 @@ class Upstream:
                 f"the {service} service sent an answer that could not be read", slug=f"{service}-unavailable"
             ) from exc
 
+    async def request(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        answer: type[T],
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> T:
+        """Any call to a service, failing closed like the rest (the shopper API's proxying uses it)."""
+        return await self._call(service, method, path, answer, headers, json=json, params=params)
+
     async def consent_state(self, subject_id: str) -> ConsentState:
         return await self._call("consent", "GET", f"/v1/subjects/{subject_id}/consents", ConsentState)
 

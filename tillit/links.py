@@ -38,6 +38,7 @@ __all__ = [
     "Unsubscribe",
     "sign_preference_link",
     "sign_unsubscribe",
+    "verify_lapsed_preference_link",
     "verify_preference_link",
     "verify_unsubscribe",
 ]
@@ -157,8 +158,30 @@ def verify_unsubscribe(token: str, keys: KeySet, *, issuer: str) -> Unsubscribe:
 def verify_preference_link(token: str, keys: KeySet, *, issuer: str, now: datetime | None = None) -> PreferenceLink:
     """The subject of a genuine, unexpired preference link; :class:`LinkError` otherwise."""
     decoded = _decode(token, keys, PREFERENCE_LINK_TYPE, "a preference")
+    return _preference_link(decoded, issuer, int(now.timestamp()) if now is not None else None)
+
+
+def verify_lapsed_preference_link(
+    token: str, keys: KeySet, *, issuer: str, now: datetime, grace: timedelta
+) -> PreferenceLink:
+    """A genuine preference link, valid or expired less than ``grace`` ago (asking for a new one).
+
+    Everything but the expiry is checked as :func:`verify_preference_link` does; an expiry further
+    back than ``grace`` is a :class:`LinkError` with ``expired`` set.
+    """
+    decoded = _decode(token, keys, PREFERENCE_LINK_TYPE, "a preference")
+    expires = decoded.claims.get("exp")
+    if not isinstance(expires, int) or isinstance(expires, bool):
+        raise LinkError("the preference link is not valid: no expiry")
+    link = _preference_link(decoded, issuer, min(int(now.timestamp()), expires - 1))
+    if link.expires_at + grace < now:
+        raise LinkError("the preference link expired too long ago to ask for a new one with it", expired=True)
+    return link
+
+
+def _preference_link(decoded: jwt.Token, issuer: str, now: int | None) -> PreferenceLink:
     registry = jwt.JWTClaimsRegistry(
-        now=int(now.timestamp()) if now is not None else None,
+        now=now,
         leeway=_LEEWAY,
         iss={"essential": True, "value": issuer},
         aud={"essential": True, "value": PREFERENCE_LINK_AUDIENCE},

@@ -23,6 +23,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "Gone",
     "InvalidRequest",
     "NotFound",
     "Problem",
@@ -47,6 +48,7 @@ _DESCRIPTIONS = {
     403: "The caller may not do this",
     404: "Nothing is held under this identifier",
     409: "Conflicts with what is already stored",
+    410: "It existed but is gone or has expired",
     413: "The body is larger than allowed",
     415: "The body is not JSON",
     422: "Understood but not acceptable (e.g. an unknown purpose)",
@@ -97,11 +99,14 @@ class TillitError(Exception):
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
         slug: str | None = None,
+        extensions: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
         self.headers = headers or {}
+        self.extensions = extensions or {}
+        """Extension members of the problem (RFC 9457 section 3.2), e.g. what the client may do next."""
         if slug:
             self.slug = slug
 
@@ -160,6 +165,12 @@ class UnsupportedMediaType(TillitError):
     title = "Unsupported media type"
 
 
+class Gone(TillitError):
+    status_code = 410
+    slug = "gone"
+    title = "Gone"
+
+
 class TooManyRequests(TillitError):
     """Over a rate limit; give a ``Retry-After`` header."""
 
@@ -187,17 +198,26 @@ _HTTP_SLUGS = {
 }
 
 
-def _respond(request: Request[Any, Any, Any], problem: Problem, headers: dict[str, str]) -> Response[Problem]:
+def _respond(
+    request: Request[Any, Any, Any],
+    problem: Problem,
+    headers: dict[str, str],
+    extensions: dict[str, Any] | None = None,
+) -> Response[Any]:
     problem.instance = request.url.path
+    content: Any = problem
+    if extensions:
+        members = msgspec.to_builtins(problem)
+        content = {**{k: v for k, v in extensions.items() if k not in members}, **members}
     return Response(
-        content=problem,
+        content=content,
         status_code=problem.status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
 
 
-def _tillit_error(request: Request[Any, Any, Any], exc: TillitError) -> Response[Problem]:
+def _tillit_error(request: Request[Any, Any, Any], exc: TillitError) -> Response[Any]:
     problem = Problem(
         type=problem_type(exc.slug),
         title=exc.title,
@@ -205,7 +225,7 @@ def _tillit_error(request: Request[Any, Any, Any], exc: TillitError) -> Response
         detail=exc.detail,
         errors=exc.errors,
     )
-    return _respond(request, problem, exc.headers)
+    return _respond(request, problem, exc.headers, exc.extensions)
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:

@@ -63,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_timeout: float = 5.0
     webhooks_allow_insecure_loopback: bool = False
     preference_link_ttl: int = 7 * 86400
+    shopper_session_ttl: int = 1800
 
     def url_of(self, component: str) -> str:
         return self.urls[component]
@@ -153,4 +154,5 @@ def load_settings(component: str, environ: Mapping[str, str] | None = None) -> S
         webhook_timeout=float(env("WEBHOOK_TIMEOUT") or 5.0),
         webhooks_allow_insecure_loopback=_flag(env, "WEBHOOKS_ALLOW_INSECURE_LOOPBACK"),
         preference_link_ttl=int(env("PREFERENCE_LINK_TTL") or 7 * 86400),
+        shopper_session_ttl=int(env("SHOPPER_SESSION_TTL") or 1800),
     )

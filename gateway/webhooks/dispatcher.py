@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -28,11 +29,12 @@ from typing import Any, Final
 import httpx
 import msgspec
 from litestar import Litestar
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.upstream import Upstream
 from gateway.webhooks.models import Webhook
 from gateway.webhooks.repository import Claimed, DispatchRepository
-from gateway.webhooks.schemas import ACTION_TYPES, WebhookEvent
+from gateway.webhooks.schemas import ACTION_TYPES, EventType, WebhookEvent
 from gateway.webhooks.signing import DELIVERY_ID_HEADER, SIGNATURE_HEADER, backoff_delay, signature_header
 from tillit.db import Database
 from tillit.policy import Policy
@@ -40,7 +42,7 @@ from tillit.problems import TillitError
 from tillit.settings import Settings
 from tillit.types import utcnow
 
-__all__ = ["DELIVERY_RETENTION", "Dispatcher", "FeedChange", "FeedPage", "webhook_dispatcher"]
+__all__ = ["DELIVERY_RETENTION", "Dispatcher", "FeedChange", "FeedPage", "enqueue_gateway_event", "webhook_dispatcher"]
 
 _log = logging.getLogger("tillit.gateway.webhooks")
 _USER_AGENT: Final = "tillit-webhooks/1"
@@ -72,6 +74,53 @@ def _wants(webhook: Webhook, change: FeedChange, event_type: str, policy: Policy
     if channel is None:
         return False
     return change.purpose is None or change.purpose in channel.purposes
+
+
+def _delivery_row(webhook: Webhook, change_seq: int, event: WebhookEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "webhook_id": webhook.id,
+        "change_seq": change_seq,
+        "event_type": event.type,
+        "payload": msgspec.json.encode(event).decode(),
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_attempt_at": None,
+        "last_status_code": None,
+        "last_error": None,
+        "delivered_at": None,
+        "created_at": now,
+    }
+
+
+async def enqueue_gateway_event(
+    session: AsyncSession, event_type: EventType, subject_id: str, purpose: str | None, now: datetime
+) -> int:
+    """Add a delivery of an event the gateway itself raises to every webhook subscribed to its type.
+
+    It joins the caller's transaction (the outbox: committed with the request or not at all); the
+    dispatcher sends it like any other. Feed changes carry the feed's positive ``change_seq``; a
+    gateway event takes a random negative one, so the two never meet in the uniqueness of
+    (webhook, change). The number of deliveries added.
+    """
+    repository = DispatchRepository(session)
+    change_seq = -1 - secrets.randbits(62)
+    rows = []
+    for webhook in await repository.webhooks():
+        if event_type not in webhook.event_types:
+            continue
+        event = WebhookEvent(
+            id=str(uuid.uuid4()),
+            type=event_type,
+            subject_id=subject_id,
+            purpose=purpose,
+            occurred_at=now,
+            event_id=None,
+        )
+        rows.append(_delivery_row(webhook, change_seq, event, now))
+    await repository.add_deliveries(rows)
+    return len(rows)
 
 
 class Dispatcher:
@@ -156,32 +205,15 @@ class Dispatcher:
         for webhook in webhooks:
             if not _wants(webhook, change, event_type, policy):
                 continue
-            delivery_id = str(uuid.uuid4())
             event = WebhookEvent(
-                id=delivery_id,
+                id=str(uuid.uuid4()),
                 type=event_type,  # type: ignore[arg-type]
                 subject_id=change.subject_id,
                 purpose=change.purpose,
                 occurred_at=change.occurred_at,
                 event_id=change.event_id,
             )
-            rows.append(
-                {
-                    "id": delivery_id,
-                    "webhook_id": webhook.id,
-                    "change_seq": change.seq,
-                    "event_type": event_type,
-                    "payload": msgspec.json.encode(event).decode(),
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "last_attempt_at": None,
-                    "last_status_code": None,
-                    "last_error": None,
-                    "delivered_at": None,
-                    "created_at": now,
-                }
-            )
+            rows.append(_delivery_row(webhook, change.seq, event, now))
         return rows
 
     async def send_due(self) -> int:

@@ -21,7 +21,9 @@ __all__ = [
     "WebhookOut",
 ]
 
-EventType = Literal["consent.withdrawn", "consent.refused", "consent.expired", "subject.erased"]
+EventType = Literal[
+    "consent.withdrawn", "consent.refused", "consent.expired", "subject.erased", "preference_link.requested"
+]
 EVENT_TYPES: Final[tuple[str, ...]] = EventType.__args__  # type: ignore[attr-defined]
 ACTION_TYPES: Final = {
     "withdrawn": "consent.withdrawn",
@@ -29,7 +31,12 @@ ACTION_TYPES: Final = {
     "expired": "consent.expired",
     "erased": "subject.erased",
 }
-"""The change feed's actions and the event types a receiver sees."""
+"""The change feed's actions and the event types a receiver sees.
+
+``preference_link.requested`` does not come from the feed: the gateway raises it when a shopper with
+an expired preference link asks for a new one (``POST /v1/shopper/link-requests``), so that the
+shop's e-mail channel can send a fresh link (``POST /v1/subjects/{id}/preference-link``).
+"""
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
