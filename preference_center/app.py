@@ -96,6 +96,8 @@ def _template_engine() -> JinjaTemplateEngine:
     )
     install_i18n(environment)
     environment.globals["asset_version"] = asset_version()
+    for name in environment.list_templates(extensions=["j2"]):
+        environment.get_template(name)  # compiled now, not on some shopper's first request
     return JinjaTemplateEngine.from_environment(environment)
 
 

@@ -116,7 +116,7 @@ class GatewayClient:
         return await self._call("GET", "/v1/me/profile", token=token)
 
     async def update_profile(self, token: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", "/v1/me/profile", token=token, json={"fields": dict(fields)})
+        return await self._call("PATCH", "/v1/me/profile", token=token, json=dict(fields))
 
     # -- consents ---------------------------------------------------------------------------------
     async def consents(self, token: str, lang: str) -> dict[str, Any]:
@@ -126,15 +126,24 @@ class GatewayClient:
         return await self._call("GET", "/v1/me/consents/history", token=token)
 
     async def record_consent(
-        self, token: str, purpose: str, action: str, notice_version: int | None, headers: Mapping[str, str]
+        self,
+        token: str,
+        purpose: str,
+        action: str,
+        notice_version: int | None,
+        language: str,
+        headers: Mapping[str, str],
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"purpose": purpose, "action": action}
+        body: dict[str, Any] = {"purpose": purpose, "action": action, "language": language}
         if notice_version is not None:
             body["notice_version"] = notice_version
         return await self._call("POST", "/v1/me/consents", token=token, json=body, headers=headers)
 
-    async def receipt(self, token: str, event_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/me/receipts/{_segment(event_id)}", token=token)
+    async def receipt(self, token: str, event_id: str) -> bytes:
+        response: httpx.Response = await self._call(
+            "GET", f"/v1/me/receipts/{_segment(event_id)}", token=token, raw=True, headers={"accept": "*/*"}
+        )
+        return response.content
 
     # -- quizzes ----------------------------------------------------------------------------------
     async def quizzes(self, token: str) -> dict[str, Any]:

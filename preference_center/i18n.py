@@ -79,7 +79,9 @@ class Catalog:
         return format_decimal(value, locale=self.locale)
 
     def money(self, value: float | int | Decimal, currency: str) -> str:
-        return format_currency(value, currency, locale=self.locale, format_type="standard", currency_digits=False)
+        """Whole amounts without decimals (``2 500 kr``, ``€30``), as prices per item are given."""
+        pattern = self.locale.currency_formats["standard"].pattern.replace(".00", "")
+        return format_currency(value, currency, format=pattern, locale=self.locale, currency_digits=False)
 
 
 @cache

@@ -18,6 +18,7 @@ __all__ = [
     "consent_views",
     "history_views",
     "profile_rows",
+    "profile_values",
 ]
 
 LETTER_SIZES: Final = ("XS", "S", "M", "L", "XL", "XXL")
@@ -36,6 +37,8 @@ CATEGORIES: Final = (
     "kidswear",
 )
 TOPICS: Final = ("new-arrivals", "sale", "style-tips", "outdoor-guides", "sustainability")
+_RECEIPTED: Final = ("given", "withdrawn")
+"""The consent service signs a receipt for these actions."""
 _FIELD_ORDER: Final = (
     "first_name",
     "email",
@@ -76,6 +79,7 @@ class ConsentView(msgspec.Struct, frozen=True):
     consented_version: int | None
     needs_reconsent: bool
     event_id: str | None
+    double_opt_in: bool = False
 
     @property
     def toggleable(self) -> bool:
@@ -93,75 +97,64 @@ class HistoryView(msgspec.Struct, frozen=True):
     has_receipt: bool
 
 
-def _fields(profile: dict[str, Any]) -> dict[str, Any]:
-    fields = profile.get("fields", profile)
-    return fields if isinstance(fields, dict) else {}
+def profile_values(profile: dict[str, Any]) -> dict[str, Any]:
+    """``{field: value}`` of a ``GET /v1/me/profile`` answer (``{"fields": {name: {value, source, updated_at}}}``)."""
+    fields = profile.get("fields")
+    if not isinstance(fields, dict):
+        return {}
+    return {name: item.get("value") for name, item in fields.items() if isinstance(item, dict)}
 
 
 def profile_rows(profile: dict[str, Any]) -> list[ProfileRow]:
-    fields = _fields(profile)
-    provenance = profile.get("provenance") if isinstance(profile.get("provenance"), dict) else {}
+    fields = profile.get("fields") if isinstance(profile.get("fields"), dict) else {}
     ordered = [name for name in _FIELD_ORDER if name in fields] + sorted(set(fields) - set(_FIELD_ORDER))
     rows = []
     for name in ordered:
-        value = fields[name]
+        item = fields[name] if isinstance(fields[name], dict) else {}
+        value = item.get("value")
         if value is None or value == [] or value == {}:
             continue
-        origin = provenance.get(name) if isinstance(provenance, dict) else None
-        origin = origin if isinstance(origin, dict) else {}
-        rows.append(ProfileRow(name, value, origin.get("source"), origin.get("updated_at")))
+        rows.append(ProfileRow(name, value, item.get("source"), item.get("updated_at")))
     return rows
 
 
-def _list(answer: dict[str, Any], *keys: str) -> list[dict[str, Any]]:
-    for key in keys:
-        value = answer.get(key)
-        if isinstance(value, list):
-            return [item for item in value if isinstance(item, dict)]
-    return []
-
-
 def consent_views(answer: dict[str, Any]) -> list[ConsentView]:
-    views = []
-    for item in _list(answer, "purposes", "consents"):
-        notice = item.get("notice") if isinstance(item.get("notice"), dict) else {}
-        state = item.get("state") if isinstance(item.get("state"), dict) else item
-        purpose = str(item.get("purpose") or item.get("key") or "")
-        status = state.get("status") or "none"
-        views.append(
-            ConsentView(
-                purpose=purpose,
-                anchor="purpose-" + purpose.replace(".", "-"),
-                title=str(notice.get("title") or item.get("title") or purpose),
-                text=str(notice.get("text") or item.get("text") or ""),
-                legal_basis=str(item.get("legal_basis") or "consent"),
-                status=str(status),
-                active=bool(state.get("active")),
-                since=state.get("since"),
-                expires_at=state.get("expires_at"),
-                notice_version=notice.get("version") or item.get("notice_version"),
-                consented_version=state.get("notice_version"),
-                needs_reconsent=bool(state.get("needs_reconsent")),
-                event_id=state.get("event_id"),
-            )
+    items = answer.get("consents") if isinstance(answer.get("consents"), list) else []
+    return [
+        ConsentView(
+            purpose=str(item.get("purpose") or ""),
+            anchor="purpose-" + str(item.get("purpose") or "").replace(".", "-"),
+            title=str(item.get("title") or item.get("purpose") or ""),
+            text=str(item.get("notice_text") or ""),
+            legal_basis="consent",
+            status=str(item.get("status") or "none"),
+            active=bool(item.get("active")),
+            since=item.get("since"),
+            expires_at=item.get("expires_at"),
+            notice_version=item.get("notice_version"),
+            consented_version=item.get("consented_notice_version"),
+            needs_reconsent=bool(item.get("needs_reconsent")),
+            event_id=item.get("receipt_event_id"),
+            double_opt_in=bool(item.get("double_opt_in")),
         )
-    return views
+        for item in items
+        if isinstance(item, dict)
+    ]
 
 
 def history_views(answer: dict[str, Any], consents: dict[str, Any]) -> list[HistoryView]:
     titles = {view.purpose: view.title for view in consent_views(consents)}
-    events = _list(answer, "events", "history")
+    events = [event for event in answer.get("events") or [] if isinstance(event, dict)]
     views = [
         HistoryView(
-            event_id=str(event.get("id") or event.get("event_id") or ""),
+            event_id=str(event.get("event_id") or ""),
             purpose=str(event.get("purpose") or ""),
             title=titles.get(str(event.get("purpose")), str(event.get("purpose") or "")),
             action=str(event.get("action") or ""),
             source=str(event.get("source") or ""),
-            at=str(event.get("recorded_at") or event.get("collected_at") or ""),
+            at=str(event.get("collected_at") or ""),
             notice_version=event.get("notice_version"),
-            has_receipt=event.get("action") in ("given", "withdrawn", "confirmed")
-            or bool(event.get("has_receipt") or event.get("receipt_available")),
+            has_receipt=event.get("action") in _RECEIPTED,
         )
         for event in events
     ]

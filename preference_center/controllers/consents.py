@@ -56,11 +56,14 @@ class ConsentsController(Controller):
         notice_version = int(version_text) if version_text.isdigit() and len(version_text) < 8 else None
         headers = forwarded_headers(request.headers, request.client.host if request.client else None)
         try:
-            await gateway_of(state).record_consent(session.token, purpose, action, notice_version, headers)
+            await gateway_of(state).record_consent(
+                session.token, purpose, action, notice_version, session.lang, headers
+            )
         except GatewayError as error:
-            if error.status >= 500 or error.status == 401:
+            if error.slug != "notice-outdated":
                 raise
-            return render(request, "error.html.j2", session=session, status_code=error.status, problem=error.slug)
+            # The notice changed while the page was open: show the current one and let the shopper choose again.
+            return see_other(f"/consents?changed={purpose}&done=outdated")
         done = "given" if action == "give" else "withdrawn"
         return see_other(f"/consents?changed={purpose}&done={done}#purpose-{purpose.replace('.', '-')}")
 
@@ -71,9 +74,9 @@ class ConsentsController(Controller):
         """The signed consent receipt (compact JWS, Kantara v1.1 claims), to keep or verify offline."""
         if not _EVENT_ID.match(event_id):
             return render(request, "error.html.j2", session=session, status_code=404, problem="not-found")
-        answer = await gateway_of(state).receipt(session.token, event_id)
+        receipt = await gateway_of(state).receipt(session.token, event_id)
         return Response(
-            content=str(answer.get("receipt", "")).encode(),
+            content=receipt,
             media_type="application/jose",
             headers={"content-disposition": f'attachment; filename="consent-receipt-{event_id}.jws"'},
         )

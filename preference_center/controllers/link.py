@@ -14,6 +14,7 @@ from litestar.response import Template
 from preference_center.gateway_client import GatewayError, SessionEnded, forwarded_headers
 from preference_center.i18n import LANGUAGES
 from preference_center.security import Session, SessionSealer, is_secure
+from preference_center.views import profile_values
 from preference_center.web import (
     LANG_COOKIE,
     gateway_of,
@@ -40,12 +41,13 @@ def _expiry(answer: dict[str, Any]) -> int:
 
 def _link_problem(request: Request[Any, Any, Any], token: str, error: GatewayError) -> Template:
     expired = error.status == 410
+    renewable = expired and error.body.get("new_link_available") is not False
     template = render(
         request,
         "link_problem.html.j2",
         status_code=410 if expired else 400,
         expired=expired,
-        link_token=token if expired and len(token) <= _MAX_TOKEN else None,
+        link_token=token if renewable and len(token) <= _MAX_TOKEN else None,
     )
     template.headers.update(_TOKEN_HEADERS)
     return template
@@ -72,7 +74,7 @@ class LinkController(Controller):
         lang = language_of(request)
         try:
             profile = await gateway.profile(access_token)
-            preferred = (profile.get("fields") or {}).get("preferred_language")
+            preferred = profile_values(profile).get("preferred_language")
             if preferred in LANGUAGES:
                 lang = preferred
         except GatewayError:

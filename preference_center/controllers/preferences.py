@@ -12,7 +12,7 @@ from litestar.response import Redirect, Template
 from preference_center.gateway_client import GatewayError
 from preference_center.i18n import LANGUAGES
 from preference_center.security import Session, SessionSealer, is_secure
-from preference_center.views import CATEGORIES, CURRENCIES, FREQUENCIES, LETTER_SIZES, TOPICS
+from preference_center.views import CATEGORIES, CURRENCIES, FREQUENCIES, LETTER_SIZES, TOPICS, profile_values
 from preference_center.web import gateway_of, provide_session, render, see_other
 
 __all__ = ["PreferencesController", "form_to_fields"]
@@ -132,14 +132,14 @@ class PreferencesController(Controller):
     @get("/")
     async def show(self, request: Request[Any, Any, Any], state: State, session: Session) -> Template:
         profile = await gateway_of(state).profile(session.token)
-        return self._form(request, session, profile.get("fields") or {}, saved=request.query_params.get("saved"))
+        return self._form(request, session, profile_values(profile), saved=request.query_params.get("saved"))
 
     @post("/")
     async def save(self, request: Request[Any, Any, Any], state: State, session: Session) -> Template | Redirect:
         gateway = gateway_of(state)
         form = await request.form()
         profile = await gateway.profile(session.token)
-        current = profile.get("fields") or {}
+        current = profile_values(profile)
         try:
             wanted = form_to_fields(form)
         except FormProblem as problem:

@@ -74,6 +74,7 @@ class QuizController(Controller):
             session=session,
             quiz=quiz,
             question=_question(quiz),
+            step=int(progress.get("step") or progress.get("answered", 0) + 1),
             answered=int(progress.get("answered") or 0),
             total=max(int(progress.get("total") or 0), 1),
             **extra,
@@ -94,7 +95,6 @@ class QuizController(Controller):
             session=session,
             quizzes=list(latest.values()),
             in_progress=[item for item in held if item.get("status") == "in_progress"],
-            completed=[item for item in held if item.get("status") == "completed"],
         )
 
     @post("/start")
