@@ -16,10 +16,10 @@ from typing import Any, Final
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import CacheControlHeader, State
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.middleware import DefineMiddleware
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
@@ -101,11 +101,12 @@ def _template_engine() -> JinjaTemplateEngine:
     return JinjaTemplateEngine.from_environment(environment)
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, gateway: GatewayClient | None = None) -> Litestar:
+    """The app; ``gateway`` replaces the client of the configured gateway (tests)."""
     settings = settings or load_settings("preference_center")
     configure_logging(settings.component, settings.log_level)
     key = load_session_key(settings.keys_dir)
-    gateway = GatewayClient(settings.url_of("gateway"), timeout=settings.upstream_timeout * 2)
+    gateway = gateway or GatewayClient(settings.url_of("gateway"), timeout=settings.upstream_timeout * 2)
 
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
