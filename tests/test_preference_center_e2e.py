@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from preference_center.assets import ensure_assets
 from tests.platform import RunningPlatform
 
 pytestmark = pytest.mark.slow
@@ -97,6 +98,7 @@ def test_forms_without_the_csrf_token_and_forged_cookies_are_refused(stack: Runn
 
 
 def test_pages_and_assets_are_served_with_a_strict_policy(stack: RunningPlatform) -> None:
+    ensure_assets()  # what `tillit up` does before it starts the preference center
     subject = stack.new_shopper({"email": "csp@example.com"})
     with signed_in(stack, subject) as client:
         page = client.get("/preferences")

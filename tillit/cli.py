@@ -7,6 +7,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -203,6 +204,9 @@ def _up(seed: bool) -> int:
     except PlatformError as exc:
         print(f"tillit up: {exc}", file=sys.stderr)
         return 1
+    status = _preference_center_assets()
+    if status:
+        return status
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -229,6 +233,18 @@ def _up(seed: bool) -> int:
     finally:
         codes = platform.stop()
         print(f"tillit up: stopped ({', '.join(f'{k}={v}' for k, v in codes.items())})", file=sys.stderr)
+
+
+def _preference_center_assets() -> int:
+    """htmx for the shopper's pages, from the npm registry (``npm ci`` once, when it is missing)."""
+    from preference_center.assets import ensure_assets
+
+    try:
+        ensure_assets()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"tillit up: cannot install the preference center's assets: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _print_welcome(platform: Platform, credentials: Sequence[object]) -> None:
