@@ -7,15 +7,45 @@ token raises :class:`SessionEnded` (the page asks for a new link).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
 
-__all__ = ["GatewayClient", "GatewayError", "GatewayUnavailable", "SessionEnded", "forwarded_headers"]
+__all__ = [
+    "GatewayClient",
+    "GatewayError",
+    "GatewayUnavailable",
+    "SessionEnded",
+    "forwarded_headers",
+    "gateway_wait_ms",
+    "record_gateway_waits",
+]
 
 _FORWARDED: Final = ("user-agent", "referer", "sec-gpc")
+
+
+_WAITS: ContextVar[list[tuple[float, float]] | None] = ContextVar("gateway_waits", default=None)
+
+
+def record_gateway_waits() -> list[tuple[float, float]]:
+    """Start noting, for the current request, when it waited on the gateway (for ``Server-Timing``)."""
+    waits: list[tuple[float, float]] = []
+    _WAITS.set(waits)
+    return waits
+
+
+def gateway_wait_ms(waits: list[tuple[float, float]]) -> float:
+    """Milliseconds spent waiting on the gateway; concurrent calls count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(waits):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total * 1000
 
 
 class GatewayUnavailable(Exception):
@@ -82,10 +112,15 @@ class GatewayClient:
         sent = dict(headers or {})
         if token is not None:
             sent["authorization"] = f"Bearer {token}"
+        started = time.perf_counter()
         try:
             response = await self._client.request(method, path, json=json, params=params, headers=sent)
         except httpx.HTTPError as exc:
             raise GatewayUnavailable(f"{method} {path}: {type(exc).__name__}") from exc
+        finally:
+            waits = _WAITS.get()
+            if waits is not None:
+                waits.append((started, time.perf_counter()))
         if response.status_code >= 500:
             raise GatewayUnavailable(f"{method} {path}: {response.status_code}")
         if response.status_code >= 400:

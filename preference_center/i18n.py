@@ -22,6 +22,8 @@ from babel.numbers import format_currency, format_decimal
 from jinja2 import Environment, pass_context
 from jinja2.runtime import Context
 
+from preference_center.labels import LABELS
+
 __all__ = [
     "DEFAULT_LANGUAGE",
     "LANGUAGES",
@@ -130,5 +132,11 @@ def install_i18n(environment: Environment) -> None:
         chosen = singular if number == 1 else plural
         return _catalog_of(context).gettext(chosen, **{"num": number, **variables})
 
+    @pass_context
+    def label(context: Context, kind: str, code: object) -> str:
+        text = LABELS.get(kind, {}).get(str(code))
+        return _catalog_of(context).gettext(text) if text else str(code)
+
+    environment.globals["label"] = label
     environment.add_extension("jinja2.ext.i18n")
     environment.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]

@@ -22,6 +22,8 @@ from litestar import Request
 from litestar.datastructures import Cookie
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from preference_center.gateway_client import gateway_wait_ms, record_gateway_waits
+
 __all__ = [
     "CONTENT_SECURITY_POLICY",
     "SESSION_COOKIE",
@@ -138,6 +140,7 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        waits = record_gateway_waits()
         is_static = scope["path"].startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
@@ -150,7 +153,8 @@ class SecurityHeadersMiddleware:
                 if not is_static and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 elapsed = (time.perf_counter() - started) * 1000
-                headers.append((b"server-timing", f"app;dur={elapsed:.1f}".encode()))
+                timing = f"app;dur={elapsed:.1f}, gateway;dur={gateway_wait_ms(waits):.1f}"
+                headers.append((b"server-timing", timing.encode()))
                 message["headers"] = headers
             await send(message)
 

@@ -13,12 +13,12 @@ from preference_center.i18n import LANGUAGES, LOCALES_DIR, catalog, negotiate
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 PACKAGE = Path(__file__).resolve().parent.parent
-METHODS = [("**/templates/**.j2", "jinja2")]
+METHODS = [("**/templates/**.j2", "jinja2"), ("**.py", "python")]
 OPTIONS = {"**/templates/**.j2": {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}}
 
 
 def page_messages() -> set[str]:
-    found = extract_from_dir(str(PACKAGE), METHODS, options_map=OPTIONS, keywords={"_": None})
+    found = extract_from_dir(str(PACKAGE), METHODS, options_map=OPTIONS, keywords={"_": None, "N_": None})
     return {message for _, _, message, _, _ in found if isinstance(message, str)}
 
 
