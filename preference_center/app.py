@@ -23,7 +23,7 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from preference_center.assets import ASSET_FILES, asset_version
+from preference_center.assets import ASSET_FILES, STATIC_DIR, asset_version
 from preference_center.controllers import (
     ConsentsController,
     DataController,
@@ -44,7 +44,6 @@ __all__ = ["STATIC_DIR", "TEMPLATES_DIR", "create_app"]
 
 PACKAGE_DIR: Final = Path(__file__).parent
 TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
-STATIC_DIR: Final = PACKAGE_DIR / "static"
 logger = logging.getLogger("tillit.preference_center")
 
 

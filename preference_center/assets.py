@@ -13,9 +13,19 @@ from functools import cache
 from pathlib import Path
 from typing import Final
 
-__all__ = ["ASSET_FILES", "AXE_SCRIPT", "HTMX_SCRIPT", "NODE_MODULES", "asset_version", "ensure_assets"]
+__all__ = [
+    "ASSET_FILES",
+    "AXE_SCRIPT",
+    "HTMX_SCRIPT",
+    "NODE_MODULES",
+    "STATIC_DIR",
+    "asset_version",
+    "ensure_assets",
+    "local_static",
+]
 
 PACKAGE_DIR: Final = Path(__file__).parent
+STATIC_DIR: Final = PACKAGE_DIR / "static"
 NODE_MODULES: Final = PACKAGE_DIR / "node_modules"
 HTMX_SCRIPT: Final = NODE_MODULES / "htmx.org" / "dist" / "htmx.min.js"
 AXE_SCRIPT: Final = NODE_MODULES / "axe-core" / "axe.min.js"
@@ -41,9 +51,17 @@ def ensure_assets(*, dev: bool = False) -> None:
 def asset_version() -> str:
     """A short fingerprint of the static files, appended to their URLs so caches see a change at once."""
     digest = hashlib.sha256()
-    for path in sorted((PACKAGE_DIR / "static").rglob("*")):
+    for path in sorted(STATIC_DIR.rglob("*")):
         if path.is_file():
             digest.update(path.read_bytes())
     if HTMX_SCRIPT.exists():
         digest.update(HTMX_SCRIPT.read_bytes())
     return digest.hexdigest()[:10]
+
+
+@cache
+def local_static(url: str) -> bool:
+    """``url`` is a file the preference center serves itself under ``/static/``."""
+    if not url.startswith("/static/") or ".." in url or "\\" in url:
+        return False
+    return (STATIC_DIR / url.removeprefix("/static/").split("?", 1)[0]).is_file()

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.response import Redirect, Template
 
+from preference_center.assets import local_static
 from preference_center.gateway_client import GatewayError
 from preference_center.security import Session
 from preference_center.web import gateway_of, is_htmx, provide_session, render, see_other
@@ -22,8 +23,11 @@ _MAX_CHOICES: Final = 100
 
 
 def _local_image(url: Any) -> str | None:
-    """Only images the preference center serves itself are shown: no request leaves for a third party."""
-    if isinstance(url, str) and url.startswith("/static/") and ".." not in url:
+    """Only images the preference center serves itself are shown: no request leaves for a third party.
+
+    Any other image (a merchant's CDN, a file not deployed here) is replaced by its alt text.
+    """
+    if isinstance(url, str) and local_static(url):
         return url
     return None
 

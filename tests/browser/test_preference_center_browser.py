@@ -75,6 +75,10 @@ def test_link_quiz_preferences_and_a_withdrawal_that_the_gateway_honours_at_once
     for _ in range(20):
         if page.get_by_role("button", name="Save my answers").count():
             break
+        if page.locator("#quiz-step img").count():
+            images = page.locator("#quiz-step img")
+            assert all(images.nth(index).get_attribute("alt") for index in range(images.count()))
+            check_page(page, "quiz-image-choice")
         answer_current_question(page)
     check_page(page, "quiz-last")
     page.get_by_role("button", name="Save my answers").click()
