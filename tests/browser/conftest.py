@@ -30,8 +30,10 @@ PHONE: Final = {"width": 390, "height": 844}
 SERIOUS: Final = ("serious", "critical")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_instance() -> Iterator[Playwright]:
+    """Module-scoped: while Playwright's sync API runs, this thread has an event loop, and later
+    suites that call ``asyncio.run`` (creating channel clients) must not find it still there."""
     if not CHROMIUM.exists():
         message = f"the browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium chromium-driver)"
         if os.environ.get("CI", "").lower() == "true":
@@ -42,7 +44,7 @@ def playwright_instance() -> Iterator[Playwright]:
         yield playwright
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_instance: Playwright) -> Iterator[Browser]:
     arguments = ["--no-sandbox"] if os.geteuid() == 0 else []
     chromium = playwright_instance.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=arguments)
