@@ -264,7 +264,7 @@ def _session_view(row: _QuizSession) -> QuizSessionView:
             answered=row.progress.answered,
             total=row.progress.total,
         ),
-        can_go_back=in_progress and row.current_question is not None and row.progress.answered > 0,
+        can_go_back=in_progress and row.progress.answered > 0,
         can_complete=in_progress and row.current_question is None,
         started_at=row.started_at,
         updated_at=row.updated_at,
