@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.platform import RunningPlatform, free_port
+from tests.test_webhooks_e2e import receiver, wait_for
 from tillit.keys import LINK_KEY, load_private_key
 from tillit.links import sign_preference_link
 
@@ -258,3 +259,42 @@ def _an_answer(question: dict[str, Any]) -> Any:
     if question["kind"] == "scale":
         return question["min"]
     return question["options"][0]["id"]
+
+
+def test_a_double_opt_in_from_the_page_is_confirmed_through_the_email_channel(stack: RunningPlatform) -> None:
+    subject = stack.new_shopper({"email": "doi-pc@example.com", "first_name": "Dag"})
+    headers = shopper(stack, subject)
+    notice = next(
+        item["notice_version"]
+        for item in me(stack, "GET", "/consents", headers).json()["consents"]
+        if item["purpose"] == EMAIL
+    )
+    with receiver() as endpoint:
+        registered = httpx.post(
+            f"{stack.gateway}/v1/webhooks",
+            json={"url": endpoint.url, "event_types": ["consent.confirmation_requested"]},
+            headers=stack.auth("email"),
+        )
+        assert registered.status_code == 201, registered.text
+        endpoint.secret = registered.json()["secret"]
+        try:
+            given = me(
+                stack, "POST", "/consents", headers, json={"purpose": EMAIL, "action": "give", "notice_version": notice}
+            )
+            assert (given.status_code, given.json()["status"]) == (201, "pending")
+            assert release(stack, subject)["fields"] == {}
+            delivery = wait_for(lambda: endpoint.for_subject(subject), what="the confirmation request")[0]
+        finally:
+            httpx.delete(f"{stack.gateway}/v1/webhooks/{registered.json()['id']}", headers=stack.auth("email"))
+    assert delivery.verified
+    event = delivery.event
+    assert (event["type"], event["purpose"]) == ("consent.confirmation_requested", EMAIL)
+    confirmed = httpx.post(
+        f"{stack.gateway}/v1/consents/confirmations",
+        json={"token": event["confirmation_token"]},
+        headers=stack.auth("email"),
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    assert release(stack, subject)["fields"]["email"] == "doi-pc@example.com"
+    states = me(stack, "GET", "/consents", headers).json()["consents"]
+    assert next(item["status"] for item in states if item["purpose"] == EMAIL) == "given"

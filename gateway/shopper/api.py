@@ -229,8 +229,10 @@ class MeController(Controller):
         description=(
             "Evidence comes from the headers the preference center forwards: User-Agent, X-Forwarded-For "
             "(stored truncated), Referer (the page) and Sec-GPC. Giving names the notice_version shown: an "
-            "outdated one is a 409 (notice-outdated)."
+            "outdated one is a 409 (notice-outdated). A double opt-in purpose stays pending; the channels "
+            "registered for it get a consent.confirmation_requested webhook with the token to e-mail."
         ),
+        dependencies=_SERVICE_WITH_DB,
         responses=problem_responses(400, 401, 409, 413, 415, 422, 429, 503),
     )
     async def change_consent(

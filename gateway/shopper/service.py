@@ -159,9 +159,15 @@ class _SubjectConsents(msgspec.Struct):
     consents: list[_ConsentState]
 
 
+class _Confirmation(msgspec.Struct):
+    token: str
+    expires_at: datetime
+
+
 class _Recorded(msgspec.Struct):
     state: _ConsentState
     receipt: str | None = None
+    confirmation: _Confirmation | None = None
 
 
 class _LedgerEvent(msgspec.Struct):
@@ -258,7 +264,7 @@ def _session_view(row: _QuizSession) -> QuizSessionView:
             answered=row.progress.answered,
             total=row.progress.total,
         ),
-        can_go_back=in_progress and row.current_question is not None and row.progress.answered > 0,
+        can_go_back=in_progress and row.progress.answered > 0,
         can_complete=in_progress and row.current_question is None,
         started_at=row.started_at,
         updated_at=row.updated_at,
@@ -506,6 +512,18 @@ class ShopperService:
             json=event,
             headers={"Sec-GPC": "1"} if gpc else None,
         )
+        if recorded.confirmation is not None:
+            # Double opt-in: the token goes to the channels that may write for this purpose, never to
+            # the page (a forwarded link must not confirm an address); they e-mail the confirmation link.
+            await enqueue_gateway_event(
+                self._db(),
+                "consent.confirmation_requested",
+                shopper.subject_id,
+                change.purpose,
+                self.clock(),
+                policy=self.policy,
+                confirmation=(recorded.confirmation.token, recorded.confirmation.expires_at),
+            )
         state = recorded.state
         return ConsentChangeOut(
             purpose=state.purpose,

@@ -132,6 +132,9 @@ class StubUpstream:
                     "expires_at": None,
                 },
                 "receipt": "a.b.c" if json["action"] == "withdraw" else None,
+                "confirmation": {"token": "confirm-me", "expires_at": NOW.isoformat()}
+                if json["action"] == "give"
+                else None,
             }
         if path == f"/v1/subjects/{ALICE}/receipts/{EVENT_OF_ALICE}":
             return {"event_id": EVENT_OF_ALICE, "receipt": "eyJhbGciOiJFZERTQSJ9.eyJ4IjoxfQ.c2ln"}
@@ -463,30 +466,55 @@ async def test_profile_edits_are_bounded(gateway: AsyncTestClient[Litestar], set
     assert (empty.status_code, empty.json()["type"]) == (422, "urn:tillit:problem:empty-change")
 
 
-async def test_an_expired_link_asks_the_channels_for_a_new_one(
-    gateway: AsyncTestClient[Litestar], settings: Settings
-) -> None:
-    database = gateway.app.state.database
-    async with database.sessionmaker() as session, session.begin():
-        for webhook_id, event_types in (("w-links", ["preference_link.requested"]), ("w-other", ["consent.withdrawn"])):
+async def add_webhooks(client: AsyncTestClient[Litestar], *webhooks: tuple[str, str, list[str]]) -> None:
+    async with client.app.state.database.sessionmaker() as session, session.begin():
+        for webhook_id, channel, event_types in webhooks:
             session.add(
                 Webhook(
                     id=webhook_id,
-                    client_id="email-client",
-                    channel="email",
+                    client_id=f"{channel}-client",
+                    channel=channel,
                     url="https://mail.example/hooks",
                     secret="s" * 32,
                     event_types=event_types,
                     created_at=datetime.now(UTC),
                 )
             )
+
+
+async def deliveries(client: AsyncTestClient[Litestar]) -> list[Any]:
+    async with client.app.state.database.sessionmaker() as session:
+        statement = text("SELECT webhook_id, event_type, payload, change_seq FROM webhook_delivery ORDER BY webhook_id")
+        return list((await session.exec(statement)).all())  # type: ignore[call-overload]
+
+
+async def test_a_double_opt_in_sends_its_token_to_the_purposes_channels_only(
+    gateway: AsyncTestClient[Litestar], settings: Settings
+) -> None:
+    requested = ["consent.confirmation_requested"]
+    await add_webhooks(gateway, ("w-email", "email", requested), ("w-sms", "sms", requested))
+    headers = bearer(await session_token(gateway, settings))
+    give = await gateway.post(
+        "/v1/me/consents", json={"purpose": EMAIL, "action": "give", "notice_version": 1}, headers=headers
+    )
+    assert (give.status_code, give.json()["status"]) == (201, "pending")
+    assert "confirm-me" not in give.text
+    rows = await deliveries(gateway)
+    assert [(row[0], row[1]) for row in rows] == [("w-email", "consent.confirmation_requested")]
+    payload = msgspec.json.decode(rows[0][2])
+    assert (payload["subject_id"], payload["purpose"], payload["confirmation_token"]) == (ALICE, EMAIL, "confirm-me")
+
+
+async def test_an_expired_link_asks_the_channels_for_a_new_one(
+    gateway: AsyncTestClient[Litestar], settings: Settings
+) -> None:
+    await add_webhooks(
+        gateway, ("w-links", "email", ["preference_link.requested"]), ("w-other", "email", ["consent.withdrawn"])
+    )
     expired = link(settings, issued=datetime.now(UTC) - timedelta(days=10))
     response = await gateway.post("/v1/shopper/link-requests", json={"link_token": expired})
     assert response.status_code == 202, response.text
-    async with database.sessionmaker() as session:
-        rows = (
-            await session.exec(text("SELECT webhook_id, event_type, payload, change_seq FROM webhook_delivery"))
-        ).all()  # type: ignore[call-overload]
+    rows = await deliveries(gateway)
     assert [(row[0], row[1]) for row in rows] == [("w-links", "preference_link.requested")]
     payload = msgspec.json.decode(rows[0][2])
     assert (payload["type"], payload["subject_id"], payload["purpose"]) == ("preference_link.requested", ALICE, None)

@@ -45,8 +45,10 @@ class WebhookController(Controller):
         summary="Register an https endpoint for consent-change events; the signing secret is shown only now",
         description=(
             "Events: consent.withdrawn, consent.refused, consent.expired (for purposes the channel is "
-            "registered for), subject.erased and preference_link.requested (a shopper with an expired preference "
-            "link asks for a new one: send them a fresh link). Each is POSTed as JSON with Tillit-Webhook-Id and "
+            "registered for), subject.erased, preference_link.requested (a shopper with an expired preference "
+            "link asks for a new one: send them a fresh link) and consent.confirmation_requested (a shopper gave a "
+            "double opt-in consent on the preference page: e-mail the confirmation_token's link). Each is "
+            "POSTed as JSON with Tillit-Webhook-Id and "
             "Tillit-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + '.' + body)>; "
             "retried with backoff until the endpoint answers 2xx."
         ),

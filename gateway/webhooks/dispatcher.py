@@ -34,7 +34,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.upstream import Upstream
 from gateway.webhooks.models import Webhook
 from gateway.webhooks.repository import Claimed, DispatchRepository
-from gateway.webhooks.schemas import ACTION_TYPES, EventType, WebhookEvent
+from gateway.webhooks.schemas import ACTION_TYPES, ConfirmationRequestedEvent, EventType, WebhookEvent
 from gateway.webhooks.signing import DELIVERY_ID_HEADER, SIGNATURE_HEADER, backoff_delay, signature_header
 from tillit.db import Database
 from tillit.policy import Policy
@@ -95,14 +95,22 @@ def _delivery_row(webhook: Webhook, change_seq: int, event: WebhookEvent, now: d
 
 
 async def enqueue_gateway_event(
-    session: AsyncSession, event_type: EventType, subject_id: str, purpose: str | None, now: datetime
+    session: AsyncSession,
+    event_type: EventType,
+    subject_id: str,
+    purpose: str | None,
+    now: datetime,
+    *,
+    policy: Policy | None = None,
+    confirmation: tuple[str, datetime] | None = None,
 ) -> int:
     """Add a delivery of an event the gateway itself raises to every webhook subscribed to its type.
 
-    It joins the caller's transaction (the outbox: committed with the request or not at all); the
-    dispatcher sends it like any other. Feed changes carry the feed's positive ``change_seq``; a
-    gateway event takes a random negative one, so the two never meet in the uniqueness of
-    (webhook, change). The number of deliveries added.
+    With a ``purpose`` and the ``policy``, only webhooks whose channel is registered for the purpose
+    hear of it. It joins the caller's transaction (the outbox: committed with the request or not at
+    all); the dispatcher sends it like any other. Feed changes carry the feed's positive
+    ``change_seq``; a gateway event takes a random negative one, so the two never meet in the
+    uniqueness of (webhook, change). The number of deliveries added.
     """
     repository = DispatchRepository(session)
     change_seq = -1 - secrets.randbits(62)
@@ -110,13 +118,24 @@ async def enqueue_gateway_event(
     for webhook in await repository.webhooks():
         if event_type not in webhook.event_types:
             continue
-        event = WebhookEvent(
-            id=str(uuid.uuid4()),
-            type=event_type,
-            subject_id=subject_id,
-            purpose=purpose,
-            occurred_at=now,
-            event_id=None,
+        if purpose is not None and policy is not None:
+            channel = policy.channels.get(webhook.channel)
+            if channel is None or purpose not in channel.purposes:
+                continue
+        fields: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "type": event_type,
+            "subject_id": subject_id,
+            "purpose": purpose,
+            "occurred_at": now,
+            "event_id": None,
+        }
+        event = (
+            ConfirmationRequestedEvent(
+                **fields, confirmation_token=confirmation[0], confirmation_expires_at=confirmation[1]
+            )
+            if confirmation is not None
+            else WebhookEvent(**fields)
         )
         rows.append(_delivery_row(webhook, change_seq, event, now))
     await repository.add_deliveries(rows)

@@ -10,6 +10,7 @@ import msgspec
 __all__ = [
     "ACTION_TYPES",
     "EVENT_TYPES",
+    "ConfirmationRequestedEvent",
     "DeliveryList",
     "DeliveryOut",
     "DeliveryStatus",
@@ -22,7 +23,12 @@ __all__ = [
 ]
 
 EventType = Literal[
-    "consent.withdrawn", "consent.refused", "consent.expired", "subject.erased", "preference_link.requested"
+    "consent.withdrawn",
+    "consent.refused",
+    "consent.expired",
+    "subject.erased",
+    "preference_link.requested",
+    "consent.confirmation_requested",
 ]
 EVENT_TYPES: Final[tuple[str, ...]] = EventType.__args__  # type: ignore[attr-defined]
 ACTION_TYPES: Final = {
@@ -33,9 +39,11 @@ ACTION_TYPES: Final = {
 }
 """The change feed's actions and the event types a receiver sees.
 
-``preference_link.requested`` does not come from the feed: the gateway raises it when a shopper with
-an expired preference link asks for a new one (``POST /v1/shopper/link-requests``), so that the
-shop's e-mail channel can send a fresh link (``POST /v1/subjects/{id}/preference-link``).
+Two event types do not come from the feed; the gateway raises them from the shopper API:
+``preference_link.requested`` when a shopper with an expired preference link asks for a new one
+(``POST /v1/shopper/link-requests``), so that the shop's e-mail channel sends a fresh link; and
+``consent.confirmation_requested`` when a shopper gives a double opt-in consent on the preference
+page, carrying the confirmation token the channel e-mails (:class:`ConfirmationRequestedEvent`).
 """
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
@@ -104,3 +112,11 @@ class WebhookEvent(msgspec.Struct):
     purpose: str | None
     occurred_at: datetime
     event_id: str | None
+
+
+class ConfirmationRequestedEvent(WebhookEvent):
+    """``consent.confirmation_requested``: e-mail the shopper a link that hands this token back to
+    ``POST /v1/consents/confirmations``; the consent counts from then on."""
+
+    confirmation_token: str
+    confirmation_expires_at: datetime
