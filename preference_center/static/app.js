@@ -8,3 +8,9 @@ document.addEventListener("htmx:afterSwap", function (event) {
     focus.focus();
   }
 });
+
+// htmx leaves error answers unswapped; a full page load instead shows the friendly page that
+// explains them (session ended, form expired, gateway unavailable) with working links.
+function reloadInFull() { window.location.reload(); }
+document.addEventListener("htmx:responseError", reloadInFull);
+document.addEventListener("htmx:sendError", reloadInFull);

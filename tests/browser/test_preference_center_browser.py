@@ -238,3 +238,36 @@ def test_my_data_download_and_a_deletion_request_with_its_due_date(stack: Runnin
     expect(page.get_by_text("due by")).to_be_visible()
     check_page(page, "delete-requested")
     assert shopper.third_party_requests() == []
+
+
+def test_the_keyboard_alone_skips_to_the_content_and_toggles_a_purpose(
+    stack: RunningPlatform, open_shopper: Any
+) -> None:
+    subject = stack.new_shopper({"email": "keys@example.com", "favourite_categories": ["jeans"]})
+    shopper: Shopper = open_shopper(stack)
+    page = shopper.page
+    page.goto(link_url(stack, subject))
+    shopper.goto("/consents")
+
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+
+    allow = page.locator("#purpose-personalize-content-profiled").get_by_role("button", name="Allow")
+    for _ in range(40):  # tab forward until the purpose's button has the focus
+        page.keyboard.press("Tab")
+        if allow.evaluate("button => button === document.activeElement"):
+            break
+    else:
+        pytest.fail("the Allow button cannot be reached with Tab")
+    page.keyboard.press("Enter")
+    card = page.locator("#purpose-personalize-content-profiled")
+    expect(card.get_by_text("Saved. Thank you.")).to_be_visible()
+    assert release(stack, subject, PROFILED)["fields"], "given from the keyboard, released at once"
+
+    # The session ends while the page is open: the next click shows why, instead of doing nothing.
+    shopper.context.clear_cookies(name="tillit_pc")
+    card.get_by_role("button", name="Withdraw").click()
+    expect(page.get_by_role("heading", name="Your session has ended")).to_be_visible()
+    check_page(page, "session-over")
