@@ -9,7 +9,7 @@ else English; the shopper can switch at any time.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -69,7 +69,7 @@ class Catalog:
         if value is None:
             return ""
         moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return format_datetime(moment, "medium", tzinfo=None, locale=self.locale)
+        return f"{format_datetime(moment, 'medium', tzinfo=UTC, locale=self.locale)} UTC"
 
     def date(self, value: datetime | str | None) -> str:
         if value is None:
