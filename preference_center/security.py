@@ -142,10 +142,19 @@ class SecurityHeadersMiddleware:
         started = time.perf_counter()
         waits = record_gateway_waits()
         is_static = scope["path"].startswith("/static/")
+        forwarded = dict(scope.get("headers", [])).get(b"x-forwarded-proto", b"").split(b",")[0].strip().lower()
+        over_tls = scope.get("scheme") == "https" or forwarded == b"https"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                if over_tls:  # the CSRF cookie too (Litestar's own flag is fixed at start)
+                    headers = [
+                        (name, value + b"; Secure")
+                        if name.lower() == b"set-cookie" and b"secure" not in value.lower()
+                        else (name, value)
+                        for name, value in headers
+                    ]
                 present = {name.lower() for name, _ in headers}
                 headers.extend((name, value) for name, value in _PAGE_HEADERS if name not in present)
                 if b"referrer-policy" not in present:
