@@ -56,7 +56,7 @@ class ConsentsController(Controller):
         notice_version = int(version_text) if version_text.isdigit() and len(version_text) < 8 else None
         headers = forwarded_headers(request.headers, request.client.host if request.client else None)
         try:
-            await gateway_of(state).record_consent(
+            answer = await gateway_of(state).record_consent(
                 session.token, purpose, action, notice_version, session.lang, headers
             )
         except GatewayError as error:
@@ -64,7 +64,7 @@ class ConsentsController(Controller):
                 raise
             # The notice changed while the page was open: show the current one and let the shopper choose again.
             return see_other(f"/consents?changed={purpose}&done=outdated")
-        done = "given" if action == "give" else "withdrawn"
+        done = "withdrawn" if action == "withdraw" else ("pending" if answer.get("status") == "pending" else "given")
         return see_other(f"/consents?changed={purpose}&done={done}#purpose-{purpose.replace('.', '-')}")
 
     @get("/receipts/{event_id:str}")

@@ -116,6 +116,12 @@ def test_link_quiz_preferences_and_a_withdrawal_that_the_gateway_honours_at_once
     assert download.value.suggested_filename.startswith("consent-receipt-")
     assert Path(download.value.path()).read_text().count(".") == 2, "a compact JWS"
 
+    # Giving it again is a double opt-in: pending until the shopper confirms from the e-mail.
+    card.get_by_role("button", name="Allow").click()
+    expect(card.get_by_text("Almost done: we have sent you an e-mail.")).to_be_visible()
+    expect(card.get_by_text("Pending", exact=True)).to_be_visible()
+    assert release(stack, subject)["fields"] == {}, "pending does not count"
+
     assert shopper.third_party_requests() == [], "no request leaves the preference center's origin"
 
 
