@@ -242,3 +242,10 @@ def test_accept_language_chooses_the_language_without_a_session(client: TestClie
 @pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "\\\\evil", "javascript:alert(1)"])
 def test_going_back_after_a_language_switch_stays_on_this_site(target: str) -> None:
     assert safe_next(target) == "/"
+
+
+def test_static_files_are_compressed_and_pages_are_not(client: TestClient[Any]) -> None:
+    static = client.get("/static/app.css", headers={"accept-encoding": "gzip"})
+    assert static.headers.get("content-encoding") == "gzip"
+    page = client.get("/", headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in page.headers, "a page holds a CSRF token: never compressed (BREACH)"
