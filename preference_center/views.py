@@ -126,7 +126,7 @@ def consent_views(answer: dict[str, Any]) -> list[ConsentView]:
             anchor="purpose-" + str(item.get("purpose") or "").replace(".", "-"),
             title=str(item.get("title") or item.get("purpose") or ""),
             text=str(item.get("notice_text") or ""),
-            legal_basis="consent",
+            legal_basis=str(item.get("legal_basis") or "consent"),  # the shopper API lists consent purposes today
             status=str(item.get("status") or "none"),
             active=bool(item.get("active")),
             since=item.get("since"),
