@@ -20,6 +20,7 @@ from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, State
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.middleware import DefineMiddleware
+from litestar.middleware.compression import CompressionMiddleware
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
@@ -45,7 +46,7 @@ __all__ = ["STATIC_DIR", "TEMPLATES_DIR", "create_app"]
 
 PACKAGE_DIR: Final = Path(__file__).parent
 TEMPLATES_DIR: Final = PACKAGE_DIR / "templates"
-_NOT_STATIC: Final = r"^/(?!static/)"
+_STATIC_COMPRESSION: Final = CompressionConfig(backend="gzip", minimum_size=1024, gzip_compress_level=6)
 logger = logging.getLogger("tillit.preference_center")
 
 
@@ -122,6 +123,9 @@ def create_app(settings: Settings | None = None, gateway: GatewayClient | None =
         cache_control=CacheControlHeader(max_age=3600, public=True),
         include_in_schema=False,
         send_as_attachment=False,
+        # Static files only: pages hold a CSRF token next to text from the query string, and
+        # compressing those together would open them to BREACH-style guessing.
+        middleware=[DefineMiddleware(CompressionMiddleware, config=_STATIC_COMPRESSION)],
     )
     return Litestar(
         route_handlers=[
@@ -154,11 +158,6 @@ def create_app(settings: Settings | None = None, gateway: GatewayClient | None =
             HTTPException: _http_error,
             Exception: _internal,
         },
-        # Static files only: pages hold a CSRF token next to text from the query string, and
-        # compressing those together would open them to BREACH-style guessing.
-        compression_config=CompressionConfig(
-            backend="gzip", minimum_size=1024, gzip_compress_level=6, exclude=_NOT_STATIC
-        ),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         state=State({"settings": settings, "gateway": gateway, "sealer": SessionSealer(key)}),
