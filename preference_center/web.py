@@ -10,6 +10,7 @@ from litestar.response import Redirect, Template
 
 from preference_center.gateway_client import GatewayClient
 from preference_center.i18n import DEFAULT_LANGUAGE, LANGUAGE_NAMES, LANGUAGES, catalog, negotiate
+from preference_center.labels import N_
 from preference_center.security import SESSION_COOKIE, Session, SessionSealer
 
 __all__ = [
@@ -28,11 +29,11 @@ __all__ = [
 
 LANG_COOKIE: Final = "tillit_lang"
 NAVIGATION: Final = (
-    ("/", "Overview"),
-    ("/quiz", "Style quiz"),
-    ("/preferences", "Preferences"),
-    ("/consents", "Consents"),
-    ("/data", "My data"),
+    ("/", N_("Overview")),
+    ("/quiz", N_("Style quiz")),
+    ("/preferences", N_("Preferences")),
+    ("/consents", N_("Consents")),
+    ("/data", N_("My data")),
 )
 
 
