@@ -91,13 +91,16 @@ async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
         return
     try:
         document = msgspec.json.decode(await request.body())
+        msgspec.convert(_integral_floats_as_ints(document), type=parameter.annotation, strict=True)
     except msgspec.DecodeError as exc:
         problem = f"body is not valid JSON: {exc}"
         raise InvalidRequest(problem, errors=[{"message": str(exc), "source": "body"}]) from exc
-    try:
-        msgspec.convert(_integral_floats_as_ints(document), type=parameter.annotation, strict=True)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"body: {exc}", errors=[{"message": str(exc), "source": "body"}]) from exc
+    except RecursionError as exc:
+        # Bodies are bounded in bytes, not in depth: ``[[[[...`` within the limit still nests too deep.
+        problem = "body: JSON nests too deeply"
+        raise InvalidRequest(problem, errors=[{"message": problem, "source": "body"}]) from exc
 
 
 def _integral_floats_as_ints(value: Any) -> Any:
