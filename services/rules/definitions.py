@@ -57,6 +57,7 @@ __all__ = [
     "RuleDefinition",
     "SegmentDefinition",
     "SlotDefinition",
+    "Title",
     "Variant",
     "compile_definition",
 ]
@@ -65,7 +66,8 @@ KEY_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
 SLOT_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})?$"
 Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
 SlotKey = Annotated[str, msgspec.Meta(pattern=SLOT_PATTERN, description="A content slot, e.g. home.hero")]
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""Printable: a title is stored as text, which cannot hold NUL on PostgreSQL."""
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 FIELD_TYPES: Final[dict[str, FieldType]] = {

@@ -9,6 +9,7 @@ import msgspec
 
 from services.rules.catalogue import Product
 from services.rules.conditions import Condition
+from services.rules.definitions import Title
 from tillit.types import ProfileFieldName, PurposeKey
 
 __all__ = [
@@ -54,7 +55,7 @@ class SegmentIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A segment through the first API: a flat ``conditions`` list (all must hold) or a ``when`` tree."""
 
     key: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    title: Title
     purpose: PurposeKey
     conditions: Annotated[list[FlatCondition], msgspec.Meta(min_length=1, max_length=20)] | None = None
     when: Condition | None = None

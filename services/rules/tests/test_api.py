@@ -64,6 +64,8 @@ def test_bad_definitions_and_requests_are_4xx_problems(client: Client) -> None:
     assert "kind" in problem(
         save({**segment("x", leaf("context.page", "eq", "a")), "kind": "macro"}), 400, "validation"
     )
+    nul = {**segment("x", leaf("context.page", "eq", "a")), "title": "a\x00b"}
+    assert "title" in problem(save(nul), 400, "validation")  # PostgreSQL text cannot hold NUL
     deep: dict[str, Any] = leaf("context.visit_count", "gte", 1)
     for _ in range(9):
         deep = {"not": deep}
