@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +16,20 @@ from services.rules.app import create_app
 from services.rules.tests.support import PROFILED, leaf, segment
 from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
 from tillit.service_tokens import ServiceTokenIssuer
+from tillit.settings import REPO_ROOT
 
 Client = tuple[TestClient[Any], dict[str, str]]
 
 
 @pytest.fixture
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Client]:
-    for name in [name for name in __import__("os").environ if name.startswith("TILLIT_")]:
+    for name in [name for name in os.environ if name.startswith("TILLIT_")]:
         monkeypatch.delenv(name)
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(REPO_ROOT / "policies", policy_dir)
     monkeypatch.setenv("TILLIT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TILLIT_POLICY_DIR", str(policy_dir))
+    monkeypatch.setenv("TILLIT_POLICY_RELOAD_SECONDS", "0.1")
     monkeypatch.setenv("TILLIT_LOG_LEVEL", "WARNING")
     for name in KEY_NAMES:
         ensure_signing_key(tmp_path / "keys", name)
@@ -82,3 +90,33 @@ def test_bad_definitions_and_requests_are_4xx_problems(client: Client) -> None:
     )
     assert "length <= 500" in problem(huge, 400, "validation")
     assert test_client.get("/v1/definitions/rule/nothing", headers=headers).status_code == 404
+
+
+def test_a_policy_edit_disables_the_definitions_it_invalidates(
+    client: Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    test_client, headers = client
+    release = tmp_path / "policies" / "release.yaml"
+    release.write_text(
+        release.read_text().replace(
+            "may_use: [user.demographic.profile, user.demographic.language]", "may_use: [user.demographic.language]"
+        )
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        disabled = test_client.get("/v1/definitions", params={"status": "disabled"}, headers=headers).json()
+        if disabled or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    keys = {(d["kind"], d["key"]) for d in disabled}
+    assert ("segment", "sale-seeker") in keys
+    assert ("rule", "hide-full-price-for-sale-seekers") in keys  # it reads the disabled segment
+    assert ("segment", "first-visit") not in keys  # context only: still fine
+    sale_seeker = next(d for d in disabled if d["key"] == "sale-seeker")
+    assert "release.yaml:" in sale_seeker["problem"]
+    assert any("disabled: it no longer passes the policy" in record.message for record in caplog.records)
+    decided = test_client.post(
+        "/v1/decide", json={"purpose": PROFILED, "profile": {"price_sensitivity": "high"}}, headers=headers
+    ).json()
+    assert "sale-seeker" not in decided["segments"]
+    assert not any("hide-full-price" in reason["rule"] for reason in decided["reasons"])
