@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, get, post
@@ -35,8 +36,18 @@ __all__ = ["CatalogueController", "DefinitionController", "ExperimentController"
 
 SegmentKeyPath = Annotated[str, Parameter(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="A segment key")]
 Kind = Literal["segment", "rule", "slot"]
+
+
+async def provide_lazy_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    """A session that connects only if used: evaluation reads the database at most once a second
+    (see :data:`services.rules.engine.RECHECK_SECONDS`), and never writes."""
+    async with request.app.state.database.sessionmaker() as session:
+        yield session
+
+
 _READ = {"session": Provide(provide_read_session)}
-"""Evaluation only reads: no transaction, and on SQLite no turn in the writers' queue."""
+"""Reads: no transaction, and on SQLite no turn in the writers' queue."""
+_EVALUATE = {"session": Provide(provide_lazy_session)}
 _DECIDE_BODY_BYTES = 1024 * 1024
 """A decision carries up to 500 candidate products."""
 
@@ -68,7 +79,7 @@ class SegmentController(Controller):
         "/evaluate",
         status_code=HTTP_200_OK,
         summary="Segments an already-filtered profile falls into",
-        dependencies=_READ,
+        dependencies=_EVALUATE,
         responses=problem_responses(400, 401, 413, 415, 422),
     )
     async def evaluate(self, data: EvaluationRequest, rules: RulesService) -> Evaluation:
@@ -82,7 +93,7 @@ class SegmentController(Controller):
             "Segments matched, the variant per requested slot, the candidate products (or the demo "
             f"catalogue's) after the merchandising rules, at most {MAX_CANDIDATES}, and the reasons."
         ),
-        dependencies=_READ,
+        dependencies=_EVALUATE,
         request_max_body_size=_DECIDE_BODY_BYTES,
         responses=problem_responses(400, 401, 413, 415, 422),
     )

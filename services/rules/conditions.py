@@ -42,6 +42,7 @@ __all__ = [
     "Scope",
     "Tri",
     "compile_condition",
+    "describe",
     "field_references",
     "segment_references",
 ]
@@ -185,6 +186,27 @@ def compile_condition(
     """
     walk = _Walk(scope, field_type, segment_exists)
     return _compile(condition, path, 1, walk)
+
+
+def describe(condition: Condition, limit: int = 160) -> str:
+    """A short human reading of a condition, for reasons: ``segment sale-seeker``, ``context.page eq 'product'``."""
+    text = _describe(condition, 0)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _describe(node: Condition, depth: int) -> str:
+    if depth > MAX_DEPTH:
+        return "…"
+    if node.segment is not None:
+        return f"segment {node.segment}"
+    if node.not_ is not None:
+        return f"not ({_describe(node.not_, depth + 1)})"
+    for joiner, children in ((" and ", node.all), (" or ", node.any)):
+        if children is not None:
+            parts = [_describe(child, depth + 1) for child in children]
+            return parts[0] if len(parts) == 1 else "(" + joiner.join(parts) + ")"
+    value = node.value_from if node.value_from is not None else repr(node.value)
+    return f"{node.field} {node.op} {value}"
 
 
 def field_references(condition: Condition) -> list[str]:
@@ -533,7 +555,38 @@ def _test(op: str) -> Callable[[Any, Any], bool]:
     return tests[op]
 
 
+def _product_leaf(attribute: str, op: str, expected: Any) -> Evaluator | None:
+    """A fast leaf over a product attribute with a constant: a product always has every attribute,
+    typed by its schema, and the constant's type was checked at save, so it is never unknown."""
+    if op == "eq":
+        return lambda env: getattr(env.product, attribute) == expected
+    if op == "ne":
+        return lambda env: getattr(env.product, attribute) != expected
+    if op in ("in", "not_in") and isinstance(expected, list):
+        members = frozenset(expected) if all(isinstance(item, str) for item in expected) else tuple(expected)
+        if op == "in":
+            return lambda env: getattr(env.product, attribute) in members
+        return lambda env: getattr(env.product, attribute) not in members
+    if op == "contains":
+        return lambda env: expected in getattr(env.product, attribute)
+    if attribute != "price" or not _is_number(expected):
+        return None
+    if op == "lt":
+        return lambda env: getattr(env.product, attribute) < expected
+    if op == "lte":
+        return lambda env: getattr(env.product, attribute) <= expected
+    if op == "gt":
+        return lambda env: getattr(env.product, attribute) > expected
+    if op == "gte":
+        return lambda env: getattr(env.product, attribute) >= expected
+    return None
+
+
 def _static_leaf(name: str, op: str, expected: Any) -> Evaluator:
+    if name.startswith("product."):
+        fast = _product_leaf(name.removeprefix("product."), op, expected)
+        if fast is not None:
+            return fast
     read, test = _reader(name), _test(op)
     if isinstance(expected, list) and op in ("in", "not_in"):
         expected = list(expected)

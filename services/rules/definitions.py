@@ -36,6 +36,7 @@ from services.rules.conditions import (
     FieldType,
     Scope,
     compile_condition,
+    describe,
     segment_references,
 )
 from tillit.policy import Policy
@@ -179,6 +180,8 @@ class CompiledRule:
     definition: RuleDefinition
     when: Evaluator | None
     match: Evaluator | None
+    why: str = ""
+    """`` (applies: segment sale-seeker)`` for reasons; empty for a rule that always applies."""
 
 
 @dataclass
@@ -186,7 +189,8 @@ class CompiledSlot:
     key: str
     version: int
     definition: SlotDefinition
-    variants: list[tuple[str, Evaluator]]
+    variants: list[tuple[str, Evaluator, str]]
+    """(variant, its condition, the condition in words)."""
     experiment_when: Evaluator | None = None
 
 
@@ -304,13 +308,15 @@ def compile_definition(
         _check_rule_shape(definition)
         rule_when = condition(definition.when, "when") if definition.when else None
         match = condition(definition.match, "match", "product") if definition.match else None
-        return CompiledRule(definition.key, version, definition, rule_when, match)
+        why = f" (applies: {describe(definition.when)})" if definition.when is not None else ""
+        return CompiledRule(definition.key, version, definition, rule_when, match, why)
     names = [variant.key for variant in definition.variants]
     if len(set(names)) != len(names):
         raise DefinitionRejected("variants", "variant keys must be unique")
     known = {definition.default, *names}
     variants = [
-        (variant.key, condition(variant.when, f"variants[{i}].when")) for i, variant in enumerate(definition.variants)
+        (variant.key, condition(variant.when, f"variants[{i}].when"), describe(variant.when))
+        for i, variant in enumerate(definition.variants)
     ]
     experiment_when = None
     if definition.experiment is not None:

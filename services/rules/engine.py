@@ -1,8 +1,9 @@
 """Evaluation: compiled definitions per purpose, and the decision for one visit.
 
-Definitions are compiled once and kept per process; one tiny query per request (the change
-counter in ``rules_generation``) tells whether they are still current, and a policy reload
-recompiles too. A stored definition that no longer compiles under the policy in force is never
+Definitions are compiled once and kept per process; one tiny query at most every
+:data:`RECHECK_SECONDS` (the change counter in ``rules_generation``) tells whether they are still
+current, so a decision usually touches no database; a change made by this process or a policy
+reload recompiles at once. A stored definition that no longer compiles under the policy in force is never
 run (the policy re-check also disables it; see :mod:`services.rules.service`).
 
 **A/B assignment.** The gateway sends ``assignment_key``, an HMAC of the subject id under a
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -39,11 +42,22 @@ from services.rules.models import Definition as DefinitionRow
 from services.rules.schemas import Decision, DecisionContext, DecisionReason, DecisionRequest
 from tillit.policy import Policy
 
-__all__ = ["BUCKETS", "CATALOGUE_PAGE", "CompiledPurpose", "Engine", "bucket_of", "decode_definition"]
+__all__ = [
+    "BUCKETS",
+    "CATALOGUE_PAGE",
+    "RECHECK_SECONDS",
+    "CompiledPurpose",
+    "Engine",
+    "bucket_of",
+    "decode_definition",
+]
 
 BUCKETS: Final = 10_000
 CATALOGUE_PAGE: Final = 24
 """Products answered from the demo catalogue when the request names no limit."""
+RECHECK_SECONDS: Final = 1.0
+"""How stale another replica's definition change may be here: the change counter is read at most
+this often (a change made by this process, or a new policy, is seen at once)."""
 _log = logging.getLogger("tillit.rules")
 
 
@@ -92,10 +106,26 @@ class Engine:
         self.catalogue = catalogue
         self.exposures = exposures
         self._version: tuple[int, int] | None = None
+        self._checked_at = -math.inf
         self._purposes: dict[str, CompiledPurpose] = {}
 
+    def fresh(self, policy: Policy) -> bool:
+        """Compiled for ``policy`` and checked against the database less than :data:`RECHECK_SECONDS` ago."""
+        return (
+            self._version is not None
+            and self._version[1] == id(policy)
+            and time.monotonic() - self._checked_at < RECHECK_SECONDS
+        )
+
     def current(self, generation: int, policy: Policy) -> bool:
-        return self._version == (generation, id(policy))
+        if self._version != (generation, id(policy)):
+            return False
+        self._checked_at = time.monotonic()
+        return True
+
+    def invalidate(self) -> None:
+        """This process changed definitions: look at the database on the next evaluation."""
+        self._checked_at = -math.inf
 
     def install(self, generation: int, policy: Policy, rows: list[DefinitionRow]) -> None:
         by_purpose: dict[str, list[DefinitionRow]] = {}
@@ -103,6 +133,7 @@ class Engine:
             by_purpose.setdefault(row.purpose, []).append(row)
         self._purposes = {purpose: compile_purpose(group, policy) for purpose, group in by_purpose.items()}
         self._version = (generation, id(policy))
+        self._checked_at = time.monotonic()
 
     def purpose(self, purpose: str) -> CompiledPurpose:
         return self._purposes.get(purpose) or CompiledPurpose()
@@ -159,9 +190,9 @@ class Engine:
 
     def _variant(self, slot: CompiledSlot, env: Env, assignment_key: str | None, reasons: list[DecisionReason]) -> str:
         name = f"slot:{slot.key}@{slot.version}"
-        for variant, when in slot.variants:
+        for variant, when, why in slot.variants:
             if when(env) is True:
-                reasons.append(DecisionReason(name, f"variant {variant}: its condition holds for this visit"))
+                reasons.append(DecisionReason(name, f"variant {variant}: {why}"))
                 return variant
         experiment = slot.definition.experiment
         if (

@@ -41,7 +41,7 @@ def _name(rule: CompiledRule) -> str:
 
 
 def _why(rule: CompiledRule) -> str:
-    return "; its condition holds for this visit" if rule.when is not None else ""
+    return rule.why
 
 
 def apply_rules(
@@ -55,9 +55,16 @@ def apply_rules(
     limits: list[tuple[int, str]] = []
     ranked = False
 
-    def selects(rule: CompiledRule, product: Product) -> bool:
-        env.product = product
-        return rule.match is not None and rule.match(env) is True
+    def selected(rule: CompiledRule) -> list[bool]:
+        """Whether the rule's match holds, product by product (a tight loop: 200 products x 30 rules)."""
+        match = rule.match
+        if match is None:
+            return [False] * len(products)
+        marks = []
+        for product in products:
+            env.product = product
+            marks.append(match(env) is True)
+        return marks
 
     for rule in applying:
         definition = rule.definition
@@ -66,7 +73,7 @@ def apply_rules(
             products = _ranked(products, scores)
             ranked = True
         if action == "filter":
-            kept = [product for product in products if not selects(rule, product)]
+            kept = [product for product, hit in zip(products, selected(rule), strict=True) if not hit]
             if len(kept) != len(products):
                 reasons.append(
                     DecisionReason(
@@ -77,8 +84,8 @@ def apply_rules(
         elif action in ("boost", "bury"):
             sign = 1 if action == "boost" else -1
             moved = 0
-            for product in products:
-                if selects(rule, product):
+            for product, hit in zip(products, selected(rule), strict=True):
+                if hit:
                     scores[product.id] = scores.get(product.id, 0) + sign * definition.weight
                     moved += 1
             if moved:

@@ -74,7 +74,8 @@ class DefinitionRepository:
     async def set_status(
         self, row: Definition, status: str, problem: str | None, disabled_by: str | None, now: datetime
     ) -> None:
-        row.status, row.problem, row.disabled_by, row.changed_at = status, problem, disabled_by, now
+        row.status, row.disabled_by, row.changed_at = status, disabled_by, now
+        row.problem = problem[:2000] if problem is not None else None
         self.session.add(row)
         await self.session.flush()
         await self._bump()

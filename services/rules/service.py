@@ -105,6 +105,7 @@ class RulesService:
             created_at=now,
             changed_at=now,
         )
+        self.engine.invalidate()
         try:
             await self.repository.add(row)
         except IntegrityError as exc:
@@ -138,6 +139,7 @@ class RulesService:
         for group in by_purpose.values():
             problems.update(_problems(group, policy))
         report = PolicyReport(checked=sum(map(len, by_purpose.values())), disabled={}, enabled=[])
+        self.engine.invalidate()
         now = self.clock()
         for group in by_purpose.values():
             for row in group:
@@ -177,6 +179,8 @@ class RulesService:
     # -- evaluation ----------------------------------------------------------------------------
 
     async def _current(self) -> Engine:
+        if self.engine.fresh(self.policy):
+            return self.engine
         generation = await self.repository.generation()
         if not self.engine.current(generation, self.policy):
             rows = await self.repository.latest(status="active")
