@@ -6,6 +6,7 @@ migrations on start, whatever the component.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -164,6 +165,11 @@ def create_app(
             result = hook(app)
             if hasattr(result, "__await__"):
                 await result
+        # Everything loaded so far (frameworks, the policy, the fideslang taxonomy) lives as long as
+        # the process: keep it out of the cyclic collector's scans, which otherwise walk it again and
+        # again while requests allocate (py-spy showed them inside big body decodes).
+        gc.collect()
+        gc.freeze()
         reloader: PolicyReloader | None = None
         if app.state.get("policy") is not None:
             reloader = PolicyReloader(app, settings.policy_dir, policy_checks, settings.policy_reload_seconds)
