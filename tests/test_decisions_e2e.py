@@ -7,15 +7,18 @@ and other products — because the field never reaches the rules service.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import inspect, text
 
 from tests.platform import RunningPlatform
 from tests.test_release_e2e import ASTRID, assert_problem
+from tillit.db import Database
 
 pytestmark = pytest.mark.slow
 
@@ -156,6 +159,38 @@ def test_ab_assignment_is_stable_per_shopper_and_counted_as_aggregates(stack: Ru
     assert sum(row["count"] for row in counts) == 12
     assert all(set(row) == {"experiment", "arm", "day", "count"} for row in counts)
     assert not any(s in str(counts) for s in shoppers)
+
+
+def test_the_rules_service_keeps_no_subject_and_no_profile(stack: RunningPlatform) -> None:
+    """After decisions, every row of every rules table holds definitions and counts only."""
+    _, _, slot = jeans_definitions(stack)
+    marker = f"Marker{uuid.uuid4().hex[:10]}"
+    subject = stack.new_shopper(
+        {**ASTRID, "favourite_brands": [marker], "favourite_categories": ["jeans"]}, consents=((PROFILED, "give"),)
+    )
+    assert decide(stack, subject, {"slots": [slot, "home.hero"], "candidates": CANDIDATES}).status_code == 200
+    httpx.get(f"{stack.url('rules')}/v1/experiments/hero-quiz-promo/exposures", headers=stack.service_headers("rules"))
+    stored = asyncio.run(_rules_rows(stack))
+    assert "definition" in stored
+    assert "exposure" in stored
+    assert subject not in stored
+    assert marker not in stored
+
+
+async def _rules_rows(stack: RunningPlatform) -> str:
+    settings = stack.platform.settings["rules"]
+    database = Database(settings.database_url, settings.database_schema)
+    try:
+        async with database.engine.connect() as connection:
+            tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+            dump = []
+            for table in tables:
+                query = text(f'SELECT * FROM "{table}"')  # noqa: S608 - names from the catalogue
+                rows = (await connection.execute(query)).all()
+                dump.append(f"{table}: {rows!r}")
+            return "\n".join(dump)
+    finally:
+        await database.dispose()
 
 
 def test_bad_decision_requests_are_refused(stack: RunningPlatform) -> None:
