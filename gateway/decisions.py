@@ -1,19 +1,30 @@
 """Personalization decisions: made by the rules service on exactly what the release rule lets out.
 
 The gateway builds the consent-filtered profile as for a profile release (and audits it as one),
-then hands only that profile and the visit's context to the rules service. A field the shopper did
-not consent to never reaches the rules, so no segment can match on it. With the rules service
-down the answer is a 503 and nothing is released (the audit row rolls back with the request).
+then hands only that profile, the visit's context and the caller's candidate products to the rules
+service. A field the shopper did not consent to never reaches the rules, so no segment can match
+on it. With the rules service down the answer is a 503 and nothing is released (the audit row
+rolls back with the request).
+
+The rules service never sees the subject id. For A/B assignment it gets ``assignment_key``:
+HMAC-SHA256 of the subject id under a key derived from the gateway's link-signing key, so that it
+is stable per shopper on every replica and means nothing outside the gateway. Rotating the link
+key (``tillit keys rotate link``) therefore reshuffles running experiments, as it revokes links.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+import functools
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK
 
 from gateway.api import PurposeQuery, provide_caller, provide_gateway_service, require_access_token
 from gateway.audit import refuse_repeated_query
@@ -21,36 +32,112 @@ from gateway.oauth import Caller
 from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
-from tillit.problems import problem_responses
+from tillit.keys import LINK_KEY, load_private_key
+from tillit.problems import Unprocessable, problem_responses
 from tillit.types import SubjectIdPath
 
-__all__ = ["DECISIONS_SCOPE", "DecisionContext", "DecisionController", "DecisionService"]
+__all__ = [
+    "DECISIONS_SCOPE",
+    "MAX_CANDIDATES",
+    "CandidateProduct",
+    "DecisionBody",
+    "DecisionContext",
+    "DecisionController",
+    "DecisionService",
+    "assignment_key",
+]
 
 DECISIONS_SCOPE: Final = "decisions:read"
+MAX_CANDIDATES: Final = 500
 _NAME: Final = r"[a-z][a-z0-9_-]{0,31}"
+_SLOT: Final = rf"{_NAME}(\.{_NAME})?"
 _MAX_SLOTS: Final = 10
+_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+_BODY_BYTES: Final = 1024 * 1024
+
+Name = Annotated[str, msgspec.Meta(pattern=f"^{_NAME}$")]
+Days = Annotated[int, msgspec.Meta(ge=0, le=36_500)]
 
 
-class DecisionContext(msgspec.Struct, omit_defaults=True):
-    """The visit: the small, bounded set of context the rules service accepts."""
+class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The visit: the small, bounded set of context the rules service accepts (``context.<key>`` in rules)."""
 
-    page: str | None = None
-    product_id: str | None = None
-    visit_count: int | None = None
-    days_since_last_visit: int | None = None
-    slots: list[str] = msgspec.field(default_factory=list)
+    page: Annotated[Name, msgspec.Meta(description="Page type: home, product, ...")] | None = None
+    product_id: Annotated[str, msgspec.Meta(pattern=_ID, description="Product on screen")] | None = None
+    product_brand: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    department: Name | None = None
+    category: Name | None = None
+    visit_count: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    days_since_last_visit: Days | None = None
+    days_since_last_purchase: Days | None = None
+    slots: Annotated[
+        list[Annotated[str, msgspec.Meta(pattern=f"^{_SLOT}$")]],
+        msgspec.Meta(max_length=_MAX_SLOTS, description="Content slots to fill, e.g. home.hero"),
+    ] = msgspec.field(default_factory=list)
+
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them."""
+
+    id: Annotated[str, msgspec.Meta(pattern=_ID)]
+    brand: Text
+    category: Text
+    department: Text
+    price: Annotated[float, msgspec.Meta(ge=0, le=10_000_000)]
+    on_sale: bool = False
+    tags: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=32)]], msgspec.Meta(max_length=20)] = (
+        msgspec.field(default_factory=list)
+    )
+
+
+class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A decision request: the visit, the slots to fill, and the products to rank (else the shop's
+    demo catalogue for the context's department and category), at most ``limit`` answered."""
+
+    context: DecisionContext = msgspec.field(default_factory=DecisionContext)
+    slots: Annotated[list[Annotated[str, msgspec.Meta(pattern=f"^{_SLOT}$")]], msgspec.Meta(max_length=_MAX_SLOTS)] = (
+        msgspec.field(default_factory=list)
+    )
+    candidates: Annotated[list[CandidateProduct], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
+
+
+@functools.cache
+def _assignment_secret(keys_dir: Path) -> bytes:
+    secret = load_private_key(keys_dir, LINK_KEY).as_dict(private=True)["d"]
+    return hashlib.sha256(b"tillit experiment assignment v1\x00" + str(secret).encode()).digest()
+
+
+def assignment_key(keys_dir: Path, subject_id: str) -> str:
+    """The shopper's pseudonym for A/B assignment: stable, keyed, never the subject id."""
+    return hmac.new(_assignment_secret(keys_dir), subject_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 class DecisionService:
-    def __init__(self, gateway: GatewayService, upstream: Upstream) -> None:
+    def __init__(self, gateway: GatewayService, upstream: Upstream, keys_dir: Path) -> None:
         self.gateway = gateway
         self.upstream = upstream
+        self.keys_dir = keys_dir
 
-    async def decide(self, caller: Caller, subject_id: str, purpose: str, context: DecisionContext) -> SubjectDecision:
+    async def decide(
+        self, caller: Caller, subject_id: str, purpose: str, context: DecisionContext, body: DecisionBody | None = None
+    ) -> SubjectDecision:
         release, record = await self.gateway.prepare_release(caller, subject_id, purpose, scope=DECISIONS_SCOPE)
-        answer = await self.upstream.decide(
-            {"purpose": purpose, "profile": release.fields, "context": msgspec.to_builtins(context)}
-        )
+        request: dict[str, Any] = {
+            "purpose": purpose,
+            "profile": release.fields,
+            "context": context,
+            "assignment_key": assignment_key(self.keys_dir, subject_id),
+        }
+        if body is not None:
+            if body.candidates is not None:
+                request["candidates"] = body.candidates
+            if body.limit is not None:
+                request["limit"] = body.limit
+        answer = await self.upstream.decide(request)
         await self.gateway.audit.record(record)
         return SubjectDecision(
             subject_id=subject_id,
@@ -63,8 +150,16 @@ class DecisionService:
         )
 
 
-def provide_decision_service(gateway: GatewayService) -> DecisionService:
-    return DecisionService(gateway, gateway.upstream)
+def provide_decision_service(gateway: GatewayService, request: Request[Any, Any, Any]) -> DecisionService:
+    return DecisionService(gateway, gateway.upstream, request.app.state.settings.keys_dir)
+
+
+_DESCRIPTION: Final = (
+    "The profile is filtered for the purpose exactly as for a profile release (and audited as one); the "
+    "rules service sees only what was released, plus the visit context given here, never the subject id. "
+    "Answers the matched segments, the content variant per slot, the products after the merchandising "
+    "rules and the reasons (which rule, why)."
+)
 
 
 class DecisionController(Controller):
@@ -80,11 +175,7 @@ class DecisionController(Controller):
     @get(
         "/decisions",
         summary="A personalization decision for one visit, made only on the data released for the purpose",
-        description=(
-            "The profile is filtered for the purpose exactly as for a profile release (and audited as "
-            "one); the rules service sees only what was released, plus the visit context given here. "
-            "Answers the matched segments, content variants per slot, products and the reasons."
-        ),
+        description=f"{_DESCRIPTION} Products come from the demo catalogue; POST to rank your own candidates.",
         responses=problem_responses(400, 401, 403, 404, 422, 503, 429),
     )
     async def decide(
@@ -100,23 +191,51 @@ class DecisionController(Controller):
             str | None,
             Parameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", max_length=64, description="Product on screen"),
         ] = None,
+        department: Annotated[str | None, Parameter(pattern=f"^{_NAME}$", max_length=32)] = None,
+        category: Annotated[str | None, Parameter(pattern=f"^{_NAME}$", max_length=32)] = None,
         # gt=-1, not ge=0: Litestar leaves a zero bound out of the published schema.
         visit_count: Annotated[int | None, Parameter(gt=-1, le=1_000_000, description="Visits so far")] = None,
         days_since_last_visit: Annotated[int | None, Parameter(gt=-1, le=36_500)] = None,
+        days_since_last_purchase: Annotated[int | None, Parameter(gt=-1, le=36_500)] = None,
         slots: Annotated[
             str | None,
             Parameter(
-                pattern=f"^{_NAME}(,{_NAME}){{0,{_MAX_SLOTS - 1}}}$",
-                max_length=_MAX_SLOTS * 33,
-                description=f"Content slots to fill, comma-separated (at most {_MAX_SLOTS}): hero,sidebar",
+                pattern=f"^{_SLOT}(,{_SLOT}){{0,{_MAX_SLOTS - 1}}}$",
+                max_length=_MAX_SLOTS * 66,
+                description=f"Content slots to fill, comma-separated (at most {_MAX_SLOTS}): home.hero,sidebar",
             ),
         ] = None,
     ) -> SubjectDecision:
         context = DecisionContext(
             page=page,
             product_id=product_id,
+            department=department,
+            category=category,
             visit_count=visit_count,
             days_since_last_visit=days_since_last_visit,
+            days_since_last_purchase=days_since_last_purchase,
             slots=list(dict.fromkeys(slots.split(","))) if slots else [],
         )
         return await decisions.decide(caller, subject_id, purpose, context)
+
+    @post(
+        "/decisions",
+        status_code=HTTP_200_OK,
+        summary="A personalization decision for one visit, ranking the caller's candidate products",
+        description=f"{_DESCRIPTION} At most {MAX_CANDIDATES} candidates and {_MAX_SLOTS} slots.",
+        request_max_body_size=_BODY_BYTES,
+        responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503, 429),
+    )
+    async def decide_with_candidates(
+        self,
+        subject_id: SubjectIdPath,
+        purpose: PurposeQuery,
+        data: DecisionBody,
+        caller: Caller,
+        decisions: DecisionService,
+    ) -> SubjectDecision:
+        slots = list(dict.fromkeys([*data.context.slots, *data.slots]))
+        if len(slots) > _MAX_SLOTS:
+            raise Unprocessable(f"at most {_MAX_SLOTS} slots in all (context.slots and slots)", slug="too-many-slots")
+        context = msgspec.structs.replace(data.context, slots=slots)
+        return await decisions.decide(caller, subject_id, purpose, context, data)

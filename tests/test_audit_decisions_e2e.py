@@ -107,7 +107,8 @@ def test_a_decision_uses_only_consented_fields_and_changes_when_consent_is_withd
     assert decided.status_code == 200, decided.text
     body = decided.json()
     assert segment in body["segments"]
-    assert (body["variants"], body["products"], body["reasons"]) == ({}, [], [])
+    assert body["variants"] == {}  # no slot of these names is defined
+    assert 0 < len(body["products"]) <= 24  # no candidates given: the demo catalogue's first page
     assert "dresses" not in decided.text.replace(segment, "")  # the decision, never the profile
     [entry] = audit(stack, subject_id=subject).json()["items"]
     assert entry["release_id"] == body["release_id"]

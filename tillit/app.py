@@ -6,6 +6,7 @@ migrations on start, whatever the component.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
+from litestar.utils.scope.state import ScopeState
 
 from tillit.db import Database, provide_session
 from tillit.keys import SERVICE_TOKEN_KEY, load_public_keys
@@ -89,15 +91,30 @@ async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
     parameter = _json_body_parameter(request)
     if parameter is None:
         return
+    body = await request.body()
     try:
-        document = msgspec.json.decode(await request.body())
+        # The typed decode is the fast path (a 24 KB decision body: 0.2 ms against 1.3 ms for the
+        # general one); only a body it refuses takes the general path, which also counts 3.0 as 3.
+        value = msgspec.json.decode(body, type=parameter.annotation, strict=True)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        pass
+    else:
+        # Handed to Litestar as the request's decoded JSON: converting a value that already has the
+        # handler's type passes it through, so the body is not decoded and converted a second time.
+        ScopeState.from_scope(request.scope).json = value
+        return
+    try:
+        document = msgspec.json.decode(body)
+        msgspec.convert(_integral_floats_as_ints(document), type=parameter.annotation, strict=True)
     except msgspec.DecodeError as exc:
         problem = f"body is not valid JSON: {exc}"
         raise InvalidRequest(problem, errors=[{"message": str(exc), "source": "body"}]) from exc
-    try:
-        msgspec.convert(_integral_floats_as_ints(document), type=parameter.annotation, strict=True)
     except msgspec.ValidationError as exc:
         raise InvalidRequest(f"body: {exc}", errors=[{"message": str(exc), "source": "body"}]) from exc
+    except RecursionError as exc:
+        # Bodies are bounded in bytes, not in depth: ``[[[[...`` within the limit still nests too deep.
+        problem = "body: JSON nests too deeply"
+        raise InvalidRequest(problem, errors=[{"message": problem, "source": "body"}]) from exc
 
 
 def _integral_floats_as_ints(value: Any) -> Any:
@@ -148,6 +165,11 @@ def create_app(
             result = hook(app)
             if hasattr(result, "__await__"):
                 await result
+        # Everything loaded so far (frameworks, the policy, the fideslang taxonomy) lives as long as
+        # the process: keep it out of the cyclic collector's scans, which otherwise walk it again and
+        # again while requests allocate (py-spy showed them inside big body decodes).
+        gc.collect()
+        gc.freeze()
         reloader: PolicyReloader | None = None
         if app.state.get("policy") is not None:
             reloader = PolicyReloader(app, settings.policy_dir, policy_checks, settings.policy_reload_seconds)

@@ -1,82 +1,212 @@
-"""HTTP endpoints of the rules service (internal: only the gateway calls them)."""
+"""HTTP endpoints of the rules service (internal: only the gateway and operators' tools call them)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
-from litestar import Controller, get, post
-from litestar.datastructures import State
+from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.rules.repository import SegmentRepository
+from services.rules.catalogue import Catalogue, Product
+from services.rules.definitions import KEY_PATTERN, SLOT_PATTERN, Definition
+from services.rules.repository import DefinitionRepository, ExposureRepository
 from services.rules.schemas import (
+    MAX_CANDIDATES,
     Decision,
     DecisionRequest,
+    DefinitionOut,
     Evaluation,
     EvaluationRequest,
+    ExposureCount,
     SegmentIn,
     SegmentMatch,
     SegmentMatchRequest,
     SegmentOut,
 )
-from services.rules.service import SegmentService
+from services.rules.service import ExposureService, PolicyReport, RulesService
+from tillit.db import provide_read_session
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
 
-__all__ = ["SegmentController"]
+__all__ = ["CatalogueController", "DefinitionController", "ExperimentController", "SegmentController"]
 
 SegmentKeyPath = Annotated[str, Parameter(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="A segment key")]
+Kind = Literal["segment", "rule", "slot"]
 
 
-def provide_segment_service(session: AsyncSession, state: State) -> SegmentService:
-    return SegmentService(SegmentRepository(session), state.policy)
+async def provide_lazy_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    """A session that connects only if used: evaluation reads the database at most once a second
+    (see :data:`services.rules.engine.RECHECK_SECONDS`), and never writes."""
+    async with request.app.state.database.sessionmaker() as session:
+        yield session
+
+
+_READ = {"session": Provide(provide_read_session)}
+"""Reads: no transaction, and on SQLite no turn in the writers' queue."""
+_EVALUATE = {"session": Provide(provide_lazy_session)}
+_DECIDE_BODY_BYTES = 1024 * 1024
+"""A decision carries up to 500 candidate products."""
+
+
+def provide_rules_service(session: AsyncSession, request: Request[Any, Any, Any]) -> RulesService:
+    state = request.app.state
+    return RulesService(DefinitionRepository(session), state.policy, state.engine)
 
 
 class SegmentController(Controller):
     path = "/v1"
     tags = ["segments"]
     guards = [require_service_token]
-    dependencies = {"segments": Provide(provide_segment_service, sync_to_thread=False)}
+    dependencies = {"rules": Provide(provide_rules_service, sync_to_thread=False)}
 
-    @get("/segments", summary="Every segment definition", responses=problem_responses(401))
-    async def list_segments(self, segments: SegmentService) -> list[SegmentOut]:
-        return await segments.list()
+    @get("/segments", summary="Every segment (latest versions)", responses=problem_responses(401))
+    async def list_segments(self, rules: RulesService) -> list[SegmentOut]:
+        return await rules.list_segments()
 
     @post(
         "/segments",
-        summary="Define a segment; refused if it reads a field its purpose may not use",
+        summary="Define a new segment (flat conditions or a when tree); refused if it reads a field it may not",
         responses=problem_responses(400, 401, 409, 413, 415, 422),
     )
-    async def create_segment(self, data: SegmentIn, segments: SegmentService) -> SegmentOut:
-        return await segments.create(data)
+    async def create_segment(self, data: SegmentIn, rules: RulesService) -> SegmentOut:
+        return await rules.create_segment(data)
 
     @post(
         "/evaluate",
         status_code=HTTP_200_OK,
         summary="Segments an already-filtered profile falls into",
+        dependencies=_EVALUATE,
         responses=problem_responses(400, 401, 413, 415, 422),
     )
-    async def evaluate(self, data: EvaluationRequest, segments: SegmentService) -> Evaluation:
-        return await segments.evaluate(data)
+    async def evaluate(self, data: EvaluationRequest, rules: RulesService) -> Evaluation:
+        return await rules.evaluate(data)
 
     @post(
         "/decide",
         status_code=HTTP_200_OK,
-        summary="The personalization decision for an already-filtered profile and a visit's context",
+        summary="The personalization decision for an already-filtered profile, a visit's context and candidates",
+        description=(
+            "Segments matched, the variant per requested slot, the candidate products (or the demo "
+            f"catalogue's) after the merchandising rules, at most {MAX_CANDIDATES}, and the reasons."
+        ),
+        dependencies=_EVALUATE,
+        request_max_body_size=_DECIDE_BODY_BYTES,
         responses=problem_responses(400, 401, 413, 415, 422),
     )
-    async def decide(self, data: DecisionRequest, segments: SegmentService) -> Decision:
-        return await segments.decide(data)
+    async def decide(self, data: DecisionRequest, rules: RulesService) -> Decision:
+        return await rules.decide(data)
 
     @post(
         "/segments/{key:str}/match",
         status_code=HTTP_200_OK,
         summary="Which of up to 5000 already-filtered profiles the segment matches (audiences)",
+        dependencies=_READ,
         request_max_body_size=8 * 1024 * 1024,
         responses=problem_responses(400, 401, 404, 413, 415, 422),
     )
-    async def match(self, key: SegmentKeyPath, data: SegmentMatchRequest, segments: SegmentService) -> SegmentMatch:
-        return await segments.match(key, data)
+    async def match(self, key: SegmentKeyPath, data: SegmentMatchRequest, rules: RulesService) -> SegmentMatch:
+        return await rules.match(key, data)
+
+
+class DefinitionController(Controller):
+    path = "/v1"
+    tags = ["definitions"]
+    guards = [require_service_token]
+    dependencies = {"rules": Provide(provide_rules_service, sync_to_thread=False)}
+
+    @post(
+        "/definitions",
+        summary="Save a segment, merchandising rule or content slot as its key's next version",
+        description=(
+            "Checked against the release policy and the purpose's segments first: unknown fields, type "
+            "errors, unreachable conditions and fields the purpose may not use are refused (422) naming "
+            "the path in the definition (and the policy line). The same body as the latest version "
+            "changes nothing and answers that version."
+        ),
+        responses=problem_responses(400, 401, 409, 413, 415, 422),
+    )
+    async def save(self, data: Definition, rules: RulesService) -> DefinitionOut:
+        stored, _ = await rules.save(data)
+        return stored
+
+    @get(
+        "/definitions",
+        summary="The latest version of every definition; status=disabled lists those a policy change disabled",
+        responses=problem_responses(400, 401),
+    )
+    async def list_definitions(
+        self,
+        rules: RulesService,
+        kind: Kind | None = None,
+        purpose: Annotated[str | None, Parameter(max_length=100)] = None,
+        status: Literal["active", "disabled"] | None = None,
+    ) -> list[DefinitionOut]:
+        return await rules.list(kind, purpose, status)
+
+    @get(
+        "/definitions/{kind:str}/{key:str}",
+        summary="One definition: its latest version, or the version asked for",
+        responses=problem_responses(400, 401, 404),
+    )
+    async def get_definition(
+        self,
+        rules: RulesService,
+        kind: Annotated[Kind, Parameter(description="segment, rule or slot")],
+        key: Annotated[str, Parameter(pattern=SLOT_PATTERN, max_length=65)],
+        version: Annotated[int | None, Parameter(ge=1, le=1_000_000)] = None,
+    ) -> DefinitionOut:
+        return await rules.get(kind, key, version)
+
+    @post(
+        "/policy-check",
+        status_code=HTTP_200_OK,
+        summary="Check every definition against the policy in force now (also done on every policy reload)",
+        responses=problem_responses(401),
+    )
+    async def policy_check(self, rules: RulesService, request: Request[Any, Any, Any]) -> PolicyReport:
+        return await rules.recheck(request.app.state.policy)
+
+
+class ExperimentController(Controller):
+    path = "/v1/experiments"
+    tags = ["experiments"]
+    guards = [require_service_token]
+
+    @get(
+        "/{key:str}/exposures",
+        summary="How often each arm of an experiment was shown, per day (aggregates only)",
+        responses=problem_responses(400, 401),
+    )
+    async def exposures(
+        self,
+        key: Annotated[str, Parameter(pattern=KEY_PATTERN, max_length=64)],
+        session: AsyncSession,
+        request: Request[Any, Any, Any],
+    ) -> list[ExposureCount]:
+        await request.app.state.exposures.flush(request.app.state.database)
+        return await ExposureService(ExposureRepository(session)).for_experiment(key)
+
+
+class CatalogueController(Controller):
+    path = "/v1/catalogue"
+    tags = ["catalogue"]
+    guards = [require_service_token]
+
+    @get(
+        "/",
+        summary="Products of the demo catalogue (generated; no personal data)",
+        responses=problem_responses(400, 401),
+    )
+    async def products(
+        self,
+        request: Request[Any, Any, Any],
+        department: Annotated[str | None, Parameter(max_length=32)] = None,
+        category: Annotated[str | None, Parameter(max_length=32)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_CANDIDATES)] = 50,
+    ) -> list[Product]:
+        catalogue: Catalogue = request.app.state.catalogue
+        return catalogue.candidates(department, category, limit)

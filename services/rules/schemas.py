@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from services.rules.catalogue import Product
+from services.rules.conditions import Condition
+from services.rules.definitions import Title
 from tillit.types import ProfileFieldName, PurposeKey
 
 __all__ = [
     "CONTEXT_ID_PATTERN",
+    "MAX_CANDIDATES",
     "MAX_SLOTS",
     "NAME_PATTERN",
+    "SLOT_PATTERN",
     "Condition",
     "Decision",
     "DecisionContext",
     "DecisionReason",
     "DecisionRequest",
+    "DefinitionOut",
     "Evaluation",
     "EvaluationRequest",
+    "ExposureCount",
+    "FlatCondition",
     "SegmentIn",
     "SegmentMatch",
     "SegmentMatchRequest",
@@ -27,33 +35,64 @@ __all__ = [
 ]
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+SLOT_PATTERN = r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})?$"
+MAX_CANDIDATES = 500
 CONTEXT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 MAX_SLOTS = 10
 
 Scalar = Annotated[str, msgspec.Meta(max_length=200)] | int | float | bool
 
 
-class Condition(msgspec.Struct, forbid_unknown_fields=True):
-    """``field op value``; a field absent from the profile never matches."""
+class FlatCondition(msgspec.Struct, forbid_unknown_fields=True):
+    """The first segment API's ``field op value`` (all of a list must hold); kept for its callers."""
 
     field: ProfileFieldName
     op: Literal["eq", "ne", "in", "contains", "gte", "lte"]
     value: Scalar | Annotated[list[Scalar], msgspec.Meta(max_length=50)]
 
 
-class SegmentIn(msgspec.Struct, forbid_unknown_fields=True):
+class SegmentIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A segment through the first API: a flat ``conditions`` list (all must hold) or a ``when`` tree."""
+
     key: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
-    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    title: Title
     purpose: PurposeKey
-    conditions: Annotated[list[Condition], msgspec.Meta(min_length=1, max_length=20)]
+    conditions: Annotated[list[FlatCondition], msgspec.Meta(min_length=1, max_length=20)] | None = None
+    when: Condition | None = None
 
 
 class SegmentOut(msgspec.Struct):
     key: str
     title: str
     purpose: str
-    conditions: list[Condition]
+    when: Condition
+    version: int
+    status: str
     created_at: datetime
+
+
+class DefinitionOut(msgspec.Struct, omit_defaults=True):
+    """A stored version of a definition; ``status`` is ``active`` or ``disabled`` (``problem`` says why)."""
+
+    kind: str
+    key: str
+    version: int
+    purpose: str
+    title: str
+    status: Literal["active", "disabled"]
+    definition: dict[str, Any]
+    created_at: datetime
+    latest: bool = True
+    problem: str | None = None
+
+
+class ExposureCount(msgspec.Struct):
+    """How often an experiment's arm was shown on one day (UTC): an aggregate, no one is named."""
+
+    experiment: str
+    arm: str
+    day: date
+    count: int
 
 
 class EvaluationRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,35 +108,46 @@ class Evaluation(msgspec.Struct):
 
 
 class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """The visit a decision is for: a small, bounded set that segments and rules may read."""
+    """The visit a decision is for: a small, bounded set that segments and rules may read
+    (``context.<key>``). Nothing here identifies the shopper."""
 
     page: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="Page type, e.g. home, product")] | None = None
     product_id: Annotated[str, msgspec.Meta(pattern=CONTEXT_ID_PATTERN, description="Product on screen")] | None = None
+    product_brand: Annotated[str, msgspec.Meta(min_length=1, max_length=64, description="Its brand")] | None = None
+    department: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="Department browsed")] | None = None
+    category: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN, description="Category browsed")] | None = None
     visit_count: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     days_since_last_visit: Annotated[int, msgspec.Meta(ge=0, le=36_500)] | None = None
+    days_since_last_purchase: Annotated[int, msgspec.Meta(ge=0, le=36_500)] | None = None
     slots: Annotated[
-        list[Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]],
-        msgspec.Meta(max_length=MAX_SLOTS, description="Content slots to fill, e.g. hero, sidebar"),
+        list[Annotated[str, msgspec.Meta(pattern=SLOT_PATTERN)]],
+        msgspec.Meta(max_length=MAX_SLOTS, description="Content slots to fill, e.g. home.hero, sidebar"),
     ] = msgspec.field(default_factory=list)
 
 
-class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """A profile already filtered by the gateway for ``purpose``, and the visit's context."""
+class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A profile already filtered by the gateway for ``purpose``, the visit's context, and optionally
+    the products to rank (``candidates``; without them, the demo catalogue's for the context's
+    department and category). ``assignment_key`` is the gateway's pseudonym of the shopper for A/B
+    assignment (an HMAC of the subject id): it is hashed with the experiment key and never stored."""
 
     purpose: PurposeKey
     profile: Annotated[dict[ProfileFieldName, Any], msgspec.Meta(max_length=100)]
     context: DecisionContext = msgspec.field(default_factory=DecisionContext)
+    candidates: Annotated[list[Product], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
+    assignment_key: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{16,64}$")] | None = None
 
 
 class DecisionReason(msgspec.Struct):
-    """Why a decision came out as it did: which rule, and what it saw."""
+    """Why a decision came out as it did: which definition (``rule:KEY@VERSION``, ``slot:...``), and what it did."""
 
     rule: str
     explanation: str
 
 
 class Decision(msgspec.Struct):
-    """Segments the profile falls into; variants per slot, products and reasons once rules exist."""
+    """Segments matched, the variant per requested slot, the ranked product ids and the reasons."""
 
     purpose: str
     segments: list[str]

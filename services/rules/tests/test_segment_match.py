@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import TypeVar
-
 import msgspec
 import pytest
 
-from services.rules.repository import SegmentRepository
 from services.rules.schemas import SegmentIn, SegmentMatchRequest
-from services.rules.service import SegmentService
-from tillit.db import Database
-from tillit.policy import load_policy
-from tillit.problems import NotFound, Unprocessable
-from tillit.settings import REPO_ROOT
-from tillit.testing import BACKENDS, migrated_database
+from services.rules.tests.support import Rules, leaf, segment
+from tillit.problems import Conflict, NotFound, Unprocessable
 
 pytestmark = pytest.mark.anyio
-T = TypeVar("T")
 
-MIGRATIONS = REPO_ROOT / "services" / "rules" / "migrations"
 EMAIL = "marketing.communications.email"
-POLICY = load_policy(REPO_ROOT / "policies")
 
 
-@pytest.fixture(params=BACKENDS)
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    async with migrated_database(request.param, tmp_path, MIGRATIONS) as database:
-        yield database
-
-
-async def _service_call(database: Database, call: Callable[[SegmentService], Awaitable[T]]) -> T:
-    async with database.sessionmaker() as session, session.begin():
-        return await call(SegmentService(SegmentRepository(session), POLICY))
-
-
-async def test_the_positions_of_matching_profiles_come_back(database: Database) -> None:
-    segment = msgspec.convert(
+async def test_the_positions_of_matching_profiles_come_back(rules: Rules) -> None:
+    flat = msgspec.convert(
         {
             "key": "jeans-lovers",
             "title": "Jeans lovers",
@@ -47,7 +24,10 @@ async def test_the_positions_of_matching_profiles_come_back(database: Database) 
         },
         SegmentIn,
     )
-    await _service_call(database, lambda service: service.create(segment))
+    created = await rules.call(lambda service: service.create_segment(flat))
+    assert msgspec.to_builtins(created.when) == {"all": [leaf("profile.favourite_categories", "contains", "jeans")]}
+    with pytest.raises(Conflict):
+        await rules.call(lambda service: service.create_segment(flat))
     profiles = [
         {"favourite_categories": ["jeans", "knitwear"]},
         {"favourite_categories": ["dresses"]},
@@ -55,11 +35,21 @@ async def test_the_positions_of_matching_profiles_come_back(database: Database) 
         {"favourite_categories": ["jeans"]},
     ]
     request = SegmentMatchRequest(purpose=EMAIL, profiles=profiles)
-    result = await _service_call(database, lambda service: service.match("jeans-lovers", request))
+    result = await rules.call(lambda service: service.match("jeans-lovers", request))
     assert (result.segment, result.matches) == ("jeans-lovers", [0, 3])
 
     with pytest.raises(NotFound):
-        await _service_call(database, lambda service: service.match("nobody", request))
+        await rules.call(lambda service: service.match("nobody", request))
     other = SegmentMatchRequest(purpose="personalize.content.profiled", profiles=[])
     with pytest.raises(Unprocessable):
-        await _service_call(database, lambda service: service.match("jeans-lovers", other))
+        await rules.call(lambda service: service.match("jeans-lovers", other))
+
+
+async def test_a_segment_of_segments_matches_through_its_references(rules: Rules) -> None:
+    await rules.save(
+        segment("likes-jeans", leaf("profile.favourite_categories", "contains", "jeans"), EMAIL),
+        segment("not-jeans", {"not": {"segment": "likes-jeans"}}, EMAIL),
+    )
+    request = SegmentMatchRequest(EMAIL, [{"favourite_categories": ["jeans"]}, {"favourite_categories": []}, {}])
+    result = await rules.call(lambda service: service.match("not-jeans", request))
+    assert result.matches == [1]  # the withheld one is unknown under `not` too

@@ -1,0 +1,239 @@
+"""Evaluation: compiled definitions per purpose, and the decision for one visit.
+
+Definitions are compiled once and kept per process; one tiny query at most every
+:data:`RECHECK_SECONDS` (the change counter in ``rules_generation``) tells whether they are still
+current, so a decision usually touches no database; a change made by this process or a policy
+reload recompiles at once. A stored definition that no longer compiles under the policy in force is never
+run (the policy re-check also disables it; see :mod:`services.rules.service`).
+
+**A/B assignment.** The gateway sends ``assignment_key``, an HMAC of the subject id under a
+gateway secret: stable per shopper, meaningless here. The bucket is
+``SHA-256(experiment key, assignment key)`` modulo 10,000; the first ``holdout_percent`` of the
+buckets are the holdout (shown the slot's default), the rest are split between the arms by
+weight. Same shopper, same experiment: same arm, on every replica, without storing anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgspec
+
+from services.rules.catalogue import Catalogue, Product
+from services.rules.conditions import Env, Tri, segment_references
+from services.rules.definitions import (
+    CompiledRule,
+    CompiledSegment,
+    CompiledSlot,
+    Definition,
+    DefinitionRejected,
+    SegmentDefinition,
+    compile_definition,
+)
+from services.rules.exposures import ExposureCounter
+from services.rules.merchandising import apply_rules
+from services.rules.models import Definition as DefinitionRow
+from services.rules.schemas import Decision, DecisionContext, DecisionReason, DecisionRequest
+from tillit.policy import Policy
+
+__all__ = [
+    "BUCKETS",
+    "CATALOGUE_PAGE",
+    "RECHECK_SECONDS",
+    "CompiledPurpose",
+    "Engine",
+    "bucket_of",
+    "decode_definition",
+]
+
+BUCKETS: Final = 10_000
+CATALOGUE_PAGE: Final = 24
+"""Products answered from the demo catalogue when the request names no limit."""
+RECHECK_SECONDS: Final = 1.0
+"""How stale another replica's definition change may be here: the change counter is read at most
+this often (a change made by this process, or a new policy, is seen at once)."""
+_log = logging.getLogger("tillit.rules")
+
+
+def decode_definition(body: Mapping[str, Any]) -> Definition:
+    return msgspec.convert(body, Definition)  # type: ignore[arg-type]
+
+
+def bucket_of(experiment: str, assignment_key: str) -> int:
+    digest = hashlib.sha256(f"{experiment}\x00{assignment_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+@dataclass
+class CompiledPurpose:
+    segments: dict[str, CompiledSegment] = field(default_factory=dict)
+    rules: list[CompiledRule] = field(default_factory=list)
+    slots: dict[str, CompiledSlot] = field(default_factory=dict)
+
+
+def compile_purpose(rows: list[DefinitionRow], policy: Policy) -> CompiledPurpose:
+    """Compile the active definitions of one purpose; one that no longer compiles is left out (logged)."""
+    compiled = CompiledPurpose()
+    decoded = [(row, decode_definition(row.body)) for row in rows if row.status == "active"]
+    segments = {d.key: segment_references(d.when) for _, d in decoded if isinstance(d, SegmentDefinition)}
+    for row, definition in sorted(decoded, key=lambda pair: pair[0].kind != "segment"):
+        try:
+            result = compile_definition(definition, row.version, policy, segments)
+        except DefinitionRejected as exc:
+            _log.warning("%s %s@%s is not run: %s", row.kind, row.key, row.version, exc.detail)
+            if row.kind == "segment":
+                segments.pop(row.key, None)
+            continue
+        if isinstance(result, CompiledSegment):
+            compiled.segments[result.key] = result
+        elif isinstance(result, CompiledRule):
+            compiled.rules.append(result)
+        else:
+            compiled.slots[result.key] = result
+    return compiled
+
+
+class Engine:
+    """Compiled definitions of every purpose, rebuilt when definitions or the policy change."""
+
+    def __init__(self, catalogue: Catalogue, exposures: ExposureCounter) -> None:
+        self.catalogue = catalogue
+        self.exposures = exposures
+        self._version: tuple[int, int] | None = None
+        self._checked_at = -math.inf
+        self._purposes: dict[str, CompiledPurpose] = {}
+
+    def fresh(self, policy: Policy) -> bool:
+        """Compiled for ``policy`` and checked against the database less than :data:`RECHECK_SECONDS` ago."""
+        return (
+            self._version is not None
+            and self._version[1] == id(policy)
+            and time.monotonic() - self._checked_at < RECHECK_SECONDS
+        )
+
+    def current(self, generation: int, policy: Policy) -> bool:
+        if self._version != (generation, id(policy)):
+            return False
+        self._checked_at = time.monotonic()
+        return True
+
+    def invalidate(self) -> None:
+        """This process changed definitions: look at the database on the next evaluation."""
+        self._checked_at = -math.inf
+
+    def install(self, generation: int, policy: Policy, rows: list[DefinitionRow]) -> None:
+        by_purpose: dict[str, list[DefinitionRow]] = {}
+        for row in rows:
+            by_purpose.setdefault(row.purpose, []).append(row)
+        self._purposes = {purpose: compile_purpose(group, policy) for purpose, group in by_purpose.items()}
+        self._version = (generation, id(policy))
+        self._checked_at = time.monotonic()
+
+    def purpose(self, purpose: str) -> CompiledPurpose:
+        return self._purposes.get(purpose) or CompiledPurpose()
+
+    def env(self, purpose: str, profile: Mapping[str, Any], context: Mapping[str, Any]) -> Env:
+        """A visit's env; its ``segment`` evaluates a segment of ``purpose`` once (memoized)."""
+        compiled = self.purpose(purpose)
+        results: dict[str, Tri] = {}
+        env = Env(profile, context)
+
+        def segment(key: str) -> Tri:
+            if key in results:
+                return results[key]
+            found = compiled.segments.get(key)
+            if found is None:
+                return None
+            results[key] = None  # a cycle (refused at save) would read unknown
+            results[key] = found.when(env)
+            return results[key]
+
+        env.segment = segment
+        return env
+
+    def segments(self, purpose: str, profile: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[list[str], Env]:
+        """The segments a visit is in (only *true* matches), and its env."""
+        env = self.env(purpose, profile, context)
+        return [key for key in self.purpose(purpose).segments if env.segment(key) is True], env
+
+    def decide(self, request: DecisionRequest) -> Decision:
+        context = _context(request.context, self.catalogue)
+        matched, env = self.segments(request.purpose, request.profile, context)
+        compiled = self.purpose(request.purpose)
+        reasons: list[DecisionReason] = []
+        variants: dict[str, str] = {}
+        for slot_key in request.context.slots:
+            slot = compiled.slots.get(slot_key)
+            if slot is not None:
+                variants[slot_key] = self._variant(slot, env, request.assignment_key, reasons)
+        limit = request.limit
+        if request.candidates is not None:
+            candidates: list[Product] = request.candidates
+        else:
+            candidates = self.catalogue.candidates(request.context.department, request.context.category)
+            limit = limit or CATALOGUE_PAGE
+        products, product_reasons = apply_rules(candidates, compiled.rules, env, limit)
+        reasons.extend(product_reasons)
+        return Decision(
+            purpose=request.purpose,
+            segments=matched,
+            variants=variants,
+            products=[product.id for product in products],
+            reasons=reasons,
+        )
+
+    def _variant(self, slot: CompiledSlot, env: Env, assignment_key: str | None, reasons: list[DecisionReason]) -> str:
+        name = f"slot:{slot.key}@{slot.version}"
+        for variant, when, why in slot.variants:
+            if when(env) is True:
+                reasons.append(DecisionReason(name, f"variant {variant}: {why}"))
+                return variant
+        experiment = slot.definition.experiment
+        if (
+            experiment is not None
+            and assignment_key is not None
+            and (slot.experiment_when is None or slot.experiment_when(env) is True)
+        ):
+            bucket = bucket_of(experiment.key, assignment_key)
+            arm = _arm(bucket, experiment.holdout_percent, experiment.arms)
+            self.exposures.count(experiment.key, arm or "holdout")
+            chosen = arm or slot.definition.default
+            where = "holdout" if arm is None else f"arm {arm}"
+            reasons.append(
+                DecisionReason(
+                    name, f"variant {chosen}: experiment {experiment.key}, bucket {bucket} of {BUCKETS} ({where})"
+                )
+            )
+            return chosen
+        reasons.append(DecisionReason(name, f"variant {slot.definition.default}: the default"))
+        return slot.definition.default
+
+
+def _arm(bucket: int, holdout_percent: int, arms: Mapping[str, int]) -> str | None:
+    """The arm of ``bucket``; None in the holdout."""
+    holdout = holdout_percent * BUCKETS // 100
+    if bucket < holdout:
+        return None
+    total = sum(arms.values())
+    position = (bucket - holdout) * total // (BUCKETS - holdout)
+    for arm, weight in arms.items():
+        if position < weight:
+            return arm
+        position -= weight
+    return next(reversed(list(arms)))
+
+
+def _context(context: DecisionContext, catalogue: Catalogue) -> dict[str, Any]:
+    """The visit context rules read; the brand of the product on screen comes from the catalogue if not given."""
+    values = {name: getattr(context, name) for name in context.__struct_fields__ if name != "slots"}
+    if values.get("product_brand") is None and context.product_id is not None:
+        product = catalogue.by_id.get(context.product_id)
+        if product is not None:
+            values["product_brand"] = product.brand
+    return values
