@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -30,9 +30,11 @@ from bench._http1 import HTTP1Client
 __all__ = [
     "Check",
     "HTTPClient",
+    "Load",
     "LoadError",
     "LoadResult",
     "Target",
+    "alternate_rounds",
     "fast_load_client",
     "load_client",
     "machine_info",
@@ -240,6 +242,43 @@ async def run_load(
         if collecting:
             gc.enable()
     return result
+
+
+Load = Callable[[float, Callable[[], Mapping[str, int]] | None], Awaitable[LoadResult]]
+"""One side's load: ``(seconds, server_pids)`` -> its result."""
+
+
+async def alternate_rounds(
+    loads: Mapping[str, Load],
+    *,
+    rounds: int,
+    seconds: float,
+    warmup: float,
+    server_pids: Callable[[str], Callable[[], Mapping[str, int]]],
+    record: Callable[[str, LoadResult], None],
+    log: Callable[[str], None],
+) -> dict[str, list[LoadResult]]:
+    """Warm every side up, then measure ``rounds`` rounds per side, the order reversed every round.
+
+    Alternating the order spreads the machine's drift (other work, thermal state) evenly over the
+    sides, so a ratio between them means something on a shared machine. ``record`` sees every result,
+    warm-ups included (``"<side> warm-up"``, ``"<side> round N"``), to check the answers.
+    """
+    sides = tuple(loads)
+    results: dict[str, list[LoadResult]] = {side: [] for side in sides}
+    for side in sides:
+        log(f"warm-up        {side:<8} {warmup:g}s")
+        record(f"{side} warm-up", await loads[side](warmup, None))
+    for number in range(rounds):
+        for side in sides if number % 2 == 0 else tuple(reversed(sides)):
+            result = await loads[side](seconds, server_pids(side))
+            record(f"{side} round {number + 1}", result)
+            results[side].append(result)
+            log(
+                f"round {number + 1}/{rounds}      {side:<8} {result.throughput:8.0f} req/s"
+                f"  p50 {result.latency_ms(0.50):6.1f} ms  p99 {result.latency_ms(0.99):6.1f} ms"
+            )
+    return results
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

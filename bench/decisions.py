@@ -32,7 +32,7 @@ import json
 import random
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +42,8 @@ import asyncpg
 import httpx
 import msgspec
 
-from bench._load import LoadResult, Target, fast_load_client, machine_info, merge, run
-from bench._report import command_line, print_errors, print_machine
+from bench._load import Load, LoadResult, Target, alternate_rounds, fast_load_client, machine_info, merge, run
+from bench._report import command_line, print_errors, print_machine, print_targets
 from bench.consent import Problems, _postmaster, _ratio, _status_problem, _verdict, log
 from bench.gateway import CHANNEL, PURPOSE, Seeded, cycling, release_check, seed
 from bench.preferences import BRANDS, CATEGORIES
@@ -277,9 +277,8 @@ def targets(context: Context) -> dict[str, list[Target]]:
 async def measure(context: Context) -> dict[str, list[LoadResult]]:
     args = context.args
     by_side = targets(context)
-    results: dict[str, list[LoadResult]] = {side: [] for side in SIDES}
     async with AsyncExitStack() as stack:
-        loads: dict[str, Callable[[float, Callable[[], dict[str, int]] | None], Awaitable[LoadResult]]] = {}
+        loads: dict[str, Load] = {}
         for side in SIDES:
             client = await stack.enter_async_context(fast_load_client(args.concurrency))
             loads[side] = cycling(client, by_side[side], args.concurrency)
@@ -287,20 +286,15 @@ async def measure(context: Context) -> dict[str, list[LoadResult]]:
         def pids_of(side: str) -> Callable[[], dict[str, int]]:
             return lambda: {name: context.pids[name] for name in PROCESSES[side] if name in context.pids}
 
-        for side in SIDES:
-            log(f"warm-up        {side:<8} {args.warmup:g}s")
-            context.problems.add_result(f"{side} warm-up", await loads[side](args.warmup, None))
-        for number in range(args.rounds):
-            order = SIDES if number % 2 == 0 else tuple(reversed(SIDES))
-            for side in order:
-                result = await loads[side](args.seconds, pids_of(side))
-                context.problems.add_result(f"{side} round {number + 1}", result)
-                results[side].append(result)
-                log(
-                    f"round {number + 1}/{args.rounds}      {side:<8} {result.throughput:8.0f} req/s"
-                    f"  p50 {result.latency_ms(0.50):6.1f} ms  p99 {result.latency_ms(0.99):6.1f} ms"
-                )
-    return results
+        return await alternate_rounds(
+            loads,
+            rounds=args.rounds,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            server_pids=pids_of,
+            record=context.problems.add_result,
+            log=log,
+        )
 
 
 def build_report(
@@ -397,12 +391,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{row['p50_ms']:>8.1f}{row['p99_ms']:>8.1f}{row['max_ms']:>8.1f}  {cpu}"
         )
     print()
-    print("targets")
-    for verdict in report["targets"]:
-        value = verdict["value"]
-        shown = "-" if value is None else f"{value:,.3f}".rstrip("0").rstrip(".")
-        label = f"{verdict['verdict']:<5}{verdict['scenario']:<10}{verdict['metric']:<24}"
-        print(f"  {label}{shown:>10}  ({verdict['target']})")
+    print_targets(report, scenario_width=10)
     print_errors(report)
 
 

@@ -50,7 +50,17 @@ import msgspec
 
 from bench._baseline import serve_baseline
 from bench._http1 import HTTP1Client
-from bench._load import LoadResult, Target, fast_load_client, machine_info, merge, run, run_load
+from bench._load import (
+    Load,
+    LoadResult,
+    Target,
+    alternate_rounds,
+    fast_load_client,
+    machine_info,
+    merge,
+    run,
+    run_load,
+)
 from bench._report import command_line, fmt, print_errors, print_machine
 from bench.consent import (
     ERROR_EXAMPLES,
@@ -261,9 +271,7 @@ def targets(context: Context) -> dict[str, list[Target]]:
     }
 
 
-def cycling(
-    client: HTTP1Client, side_targets: Sequence[Target], concurrency: int
-) -> Callable[[float, Callable[[], dict[str, int]] | None], Awaitable[LoadResult]]:
+def cycling(client: HTTP1Client, side_targets: Sequence[Target], concurrency: int) -> Load:
     offset = 0
 
     async def load(seconds: float, pids: Callable[[], dict[str, int]] | None) -> LoadResult:
@@ -284,9 +292,8 @@ def cycling(
 async def measure(context: Context) -> dict[str, list[LoadResult]]:
     args = context.args
     by_side = targets(context)
-    results: dict[str, list[LoadResult]] = {side: [] for side in SIDES}
     async with AsyncExitStack() as stack:
-        loads = {}
+        loads: dict[str, Load] = {}
         for side in SIDES:
             client = await stack.enter_async_context(fast_load_client(args.concurrency))
             loads[side] = cycling(client, by_side[side], args.concurrency)
@@ -294,19 +301,15 @@ async def measure(context: Context) -> dict[str, list[LoadResult]]:
         def pids_of(side: str) -> Callable[[], dict[str, int]]:
             return lambda: {name: context.pids[name] for name in PROCESSES[side] if name in context.pids}
 
-        for side in SIDES:
-            log(f"warm-up        {side:<8} {args.warmup:g}s")
-            context.problems.add_result(f"{side} warm-up", await loads[side](args.warmup, None))
-        for number in range(args.rounds):
-            order = SIDES if number % 2 == 0 else tuple(reversed(SIDES))
-            for side in order:
-                result = await loads[side](args.seconds, pids_of(side))
-                context.problems.add_result(f"{side} round {number + 1}", result)
-                results[side].append(result)
-                log(
-                    f"round {number + 1}/{args.rounds}      {side:<8} {result.throughput:8.0f} req/s"
-                    f"  p50 {result.latency_ms(0.50):6.1f} ms  p99 {result.latency_ms(0.99):6.1f} ms"
-                )
+        results = await alternate_rounds(
+            loads,
+            rounds=args.rounds,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            server_pids=pids_of,
+            record=context.problems.add_result,
+            log=log,
+        )
         if args.profile:
             context.profile = await profile_release(context, loads["release"])
     return results

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from tillit.policy import Language
+from tillit.profile_values import ContactFrequency, PriceRange, Sizes, TextList
 from tillit.types import PurposeKey
 
 __all__ = [
@@ -73,43 +74,6 @@ class LinkRequestAccepted(msgspec.Struct):
 
 
 # --- profile ---------------------------------------------------------------------------------------
-
-_PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=60, pattern=_PRINTABLE)]
-TextList = Annotated[list[ShortText], msgspec.Meta(max_length=20)]
-LetterSize = Literal["XS", "S", "M", "L", "XL", "XXL"]
-WaistSize = Annotated[int, msgspec.Meta(ge=24, le=44, description="Jeans waist W24-W44")]
-DressSize = Annotated[int, msgspec.Meta(ge=32, le=48, multiple_of=2, description="EU dress size 32-48")]
-ShoeSize = Annotated[float, msgspec.Meta(ge=16, le=52, multiple_of=0.5, description="EU shoe size 16-52")]
-Frequency = Literal["daily", "weekly", "fortnightly", "monthly", "quarterly"]
-Currency = Literal["SEK", "NOK", "DKK", "ISK", "EUR", "GBP", "CHF", "PLN", "USD"]
-Amount = Annotated[int, msgspec.Meta(ge=0, le=10_000_000, description="Whole units of the currency")]
-
-
-class Sizes(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Sizes per garment type; a key present sets, ``null`` clears, absent leaves alone."""
-
-    tops: LetterSize | UnsetType | None = UNSET
-    bottoms: LetterSize | WaistSize | UnsetType | None = UNSET
-    dresses: DressSize | UnsetType | None = UNSET
-    outerwear: LetterSize | UnsetType | None = UNSET
-    knitwear: LetterSize | UnsetType | None = UNSET
-    shoes: ShoeSize | UnsetType | None = UNSET
-
-
-class ContactFrequency(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """How often per channel; whether a channel may write at all is a consent, not a frequency."""
-
-    email: Frequency | UnsetType | None = UNSET
-    sms: Frequency | UnsetType | None = UNSET
-
-
-class PriceRange(msgspec.Struct, forbid_unknown_fields=True):
-    """What the shopper likes to spend per item; ``min`` above ``max`` is a 422."""
-
-    min: Amount
-    max: Amount
-    currency: Currency
 
 
 class ProfileEdit(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

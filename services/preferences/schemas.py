@@ -14,6 +14,16 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from services.preferences.quizzes.schemas import QuizSessionRecord
+from tillit.profile_values import (
+    PRINTABLE,
+    ContactFrequency,
+    Currency,
+    Frequency,
+    LetterSize,
+    PriceRange,
+    Sizes,
+    TextList,
+)
 from tillit.types import SubjectId
 
 __all__ = [
@@ -42,57 +52,12 @@ __all__ = [
     "SubjectProfile",
 ]
 
-_PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
-"""Free text: any characters but control characters (no line breaks, tabs or NULs)."""
-
-ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=60, pattern=_PRINTABLE)]
-TextList = Annotated[list[ShortText], msgspec.Meta(max_length=20)]
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, extra_json_schema={"format": "email"})]
 E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +46701234567")]
-FirstName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_PRINTABLE)]
+FirstName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=PRINTABLE)]
 SourceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$", max_length=80)]
 
-LetterSize = Literal["XS", "S", "M", "L", "XL", "XXL"]
-WaistSize = Annotated[int, msgspec.Meta(ge=24, le=44, description="Jeans waist W24-W44")]
-DressSize = Annotated[int, msgspec.Meta(ge=32, le=48, multiple_of=2, description="EU dress size 32-48")]
-ShoeSize = Annotated[float, msgspec.Meta(ge=16, le=52, multiple_of=0.5, description="EU shoe size 16-52")]
-Frequency = Literal["daily", "weekly", "fortnightly", "monthly", "quarterly"]
-Currency = Literal["SEK", "NOK", "DKK", "ISK", "EUR", "GBP", "CHF", "PLN", "USD"]
-"""ISO 4217 codes of the currencies the shop sells in."""
-Amount = Annotated[int, msgspec.Meta(ge=0, le=10_000_000, description="Whole units of the currency")]
-
-
-class Sizes(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Sizes per garment type, each from that type's allowed set. In a patch ``null`` clears one size."""
-
-    tops: LetterSize | UnsetType | None = UNSET
-    bottoms: LetterSize | WaistSize | UnsetType | None = UNSET
-    dresses: DressSize | UnsetType | None = UNSET
-    outerwear: LetterSize | UnsetType | None = UNSET
-    knitwear: LetterSize | UnsetType | None = UNSET
-    shoes: ShoeSize | UnsetType | None = UNSET
-
-
-class ContactFrequency(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """How often the shopper wants to hear from the shop, per policy channel.
-
-    Whether a channel may contact the shopper at all is consent's business (services/consent), not
-    a frequency: there is deliberately no ``never`` here.
-    """
-
-    email: Frequency | UnsetType | None = UNSET
-    sms: Frequency | UnsetType | None = UNSET
-
-
 CONTACT_FREQUENCY_CHANNELS: tuple[str, ...] = ContactFrequency.__struct_fields__
-
-
-class PriceRange(msgspec.Struct, forbid_unknown_fields=True):
-    """What the shopper likes to spend per item; ``min`` must not exceed ``max`` (else 422)."""
-
-    min: Amount
-    max: Amount
-    currency: Currency
 
 
 class ProfileFields(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
