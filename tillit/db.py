@@ -169,10 +169,14 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[Asyn
         try:
             yield session
         except Exception:
-            await session.rollback()
+            if session.in_transaction():
+                await session.rollback()
             raise
         else:
-            await session.commit()
+            # A session nothing was added to, read or written with has no transaction: committing
+            # would only begin and end an empty one (a greenlet hop; a GET release takes this path).
+            if session.in_transaction():
+                await session.commit()
 
 
 _READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
