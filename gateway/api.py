@@ -161,7 +161,7 @@ class SubjectController(Controller):
     guards = [require_access_token]
     dependencies = {
         "caller": Provide(provide_caller, sync_to_thread=False),
-        "gateway": Provide(provide_gateway_service, sync_to_thread=False),
+        "gateway": Provide(provide_gateway_service),
     }
 
     @get(
@@ -200,7 +200,7 @@ class ConsentController(Controller):
     guards = [require_access_token]
     dependencies = {
         "caller": Provide(provide_caller, sync_to_thread=False),
-        "gateway": Provide(provide_gateway_service, sync_to_thread=False),
+        "gateway": Provide(provide_gateway_service),
     }
 
     @post(
