@@ -18,10 +18,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
 
+from gateway.http1 import HTTP1Pool
 from gateway.release import ConsentView
 from gateway.schemas import RulesDecision
 from tillit.problems import NotFound, TillitError, Unavailable, Unprocessable
@@ -48,6 +50,7 @@ POOL_PER_SERVICE: Final = 64
 _KEEPALIVE_SECONDS: Final = 30.0
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
 _encode = msgspec.json.Encoder().encode
+_PATH_SAFE: Final = "/:@-._~!$&'()*+,;=%"
 
 
 class PurposeState(ConsentView, frozen=True):
@@ -120,6 +123,8 @@ class Upstream:
         self._issuer = issuer
         self._timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._plain = HTTP1Pool(POOL_PER_SERVICE, settings.upstream_timeout)
+        """The two reads of every release (consent state, profile): see gateway.http1."""
 
     def _client(self) -> aiohttp.ClientSession:
         """The session, made on first use: aiohttp binds it to the running event loop."""
@@ -138,6 +143,7 @@ class Upstream:
         return self._session
 
     async def close(self) -> None:
+        await self._plain.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -152,7 +158,9 @@ class Upstream:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        plain: bool = False,
     ) -> T:
+        """One call; ``plain`` (a ``GET`` without body or query) goes through the lean HTTP/1.1 client."""
         url = f"{self._settings.url_of(service)}{path}"
         headers = self._issuer.headers_for(service)
         if json is not None:
@@ -161,11 +169,16 @@ class Upstream:
             headers.update(extra_headers)
         body = _encode(json) if json is not None else None
         try:
-            async with self._client().request(
-                method, url, headers=headers, data=body, params=_query(params) if params else None
-            ) as response:
-                status = response.status
-                content = await response.read()
+            if plain:
+                status, content = await self._plain.get(
+                    self._settings.url_of(service), quote(path, _PATH_SAFE), headers
+                )
+            else:
+                async with self._client().request(
+                    method, url, headers=headers, data=body, params=_query(params) if params else None
+                ) as response:
+                    status = response.status
+                    content = await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             _log.warning("%s service unreachable: %s: %s", service, type(exc).__name__, exc)
             raise Unavailable(
@@ -205,14 +218,15 @@ class Upstream:
         return await self._call(service, method, path, answer, headers, json=json, params=params)
 
     async def consent_state(self, subject_id: str) -> ConsentState:
-        return await self._call("consent", "GET", f"/v1/subjects/{subject_id}/consents", ConsentState)
+        return await self._call("consent", "GET", f"/v1/subjects/{subject_id}/consents", ConsentState, plain=True)
 
     async def consent_changes(self, after: int, limit: int, answer: type[T]) -> T:
         """The consent change feed after position ``after`` (read by the webhook dispatcher)."""
         return await self._call("consent", "GET", "/v1/changes", answer, params={"after": after, "limit": limit})
 
     async def profile(self, subject_id: str) -> StoredProfile:
-        return await self._call("preferences", "GET", f"/v1/subjects/{subject_id}/profile", StoredProfile)
+        path = f"/v1/subjects/{subject_id}/profile"
+        return await self._call("preferences", "GET", path, StoredProfile, plain=True)
 
     async def record_consent(
         self, subject_id: str, event: dict[str, Any], *, gpc: bool = False, idempotency_key: str | None = None

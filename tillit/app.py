@@ -134,6 +134,18 @@ async def before_request(request: Request[Any, Any, Any]) -> Response[None] | No
     return answer_options(request)
 
 
+def _settle_heap() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight.
+
+    Modules, the policy, SQLAlchemy's and Litestar's tables make ~125,000 long-lived objects; a full
+    collection walks all of them (~75 ms on these 2-core machines) and stops every request of the
+    process meanwhile, which showed in the p99 tail. Frozen, they are never walked again; what
+    requests allocate is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     settings: Settings,
     *,
@@ -165,11 +177,7 @@ def create_app(
             result = hook(app)
             if hasattr(result, "__await__"):
                 await result
-        # Everything loaded so far (frameworks, the policy, the fideslang taxonomy) lives as long as
-        # the process: keep it out of the cyclic collector's scans, which otherwise walk it again and
-        # again while requests allocate (py-spy showed them inside big body decodes).
-        gc.collect()
-        gc.freeze()
+        _settle_heap()
         reloader: PolicyReloader | None = None
         if app.state.get("policy") is not None:
             reloader = PolicyReloader(app, settings.policy_dir, policy_checks, settings.policy_reload_seconds)

@@ -17,9 +17,10 @@ import msgspec
 from litestar import Request
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-__all__ = ["POOL_SIZE", "Database", "provide_read_session", "provide_session"]
+__all__ = ["POOL_SIZE", "Database", "driver_connection", "provide_read_session", "provide_session"]
 
 POOL_SIZE: Final = 16
 """Connections per process; four processes use PostgreSQL, well inside its default 100."""
@@ -40,6 +41,8 @@ class Database:
         burst some writers starve past any timeout. Requests that may write queue here instead, in
         arrival order; PostgreSQL needs no queue."""
         self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self.read_engine: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        """The same pool, for sessions that only read: no BEGIN and COMMIT round trips."""
 
     def _engine_options(self) -> dict[str, Any]:
         json_options: dict[str, Any] = {
@@ -90,14 +93,73 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 async def provide_read_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
     """A session for handlers that only read: autocommit, so no BEGIN/COMMIT round trips.
 
+    On PostgreSQL the session is lazy: the fixed reads that run on asyncpg directly (see
+    :func:`driver_connection`) take a bare connection from the engine's pool, without SQLAlchemy's
+    ``Connection``, its execution options and the session's transaction around it — those cost a
+    sixth of a consent state read's CPU (py-spy under ``bench.consent``). Anything read through the
+    ORM or Core connects the session as before (autocommit too).
+
     Providers take the request, not ``state``: Litestar builds a new ``State`` from the application's
     for every parameter named ``state``, which cost a sixth of a state read's CPU (py-spy).
     """
     database: Database = request.app.state.database
-    async with database.engine.connect() as connection:
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        async with AsyncSession(bind=connection, expire_on_commit=False) as session:
-            yield session
+    if database.is_sqlite:
+        async with database.engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                yield session
+        return
+    reader = _BareReader(database.engine)
+    session = AsyncSession(bind=database.read_engine, expire_on_commit=False)
+    session.info[_BARE_READER] = reader
+    try:
+        yield session
+    finally:
+        try:
+            await session.close()
+        finally:
+            await reader.release()
+
+
+_BARE_READER: Final = "tillit.bare_reader"
+
+
+class _BareReader:
+    """One pooled asyncpg connection, checked out on first use, for a read session's lifetime."""
+
+    __slots__ = ("_engine", "_pooled")
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pooled: Any = None
+
+    async def driver(self) -> Any:
+        if self._pooled is None:
+            self._pooled = await self._engine.raw_connection()
+        return self._pooled.driver_connection
+
+    async def release(self) -> None:
+        if self._pooled is not None:
+            pooled, self._pooled = self._pooled, None
+            await greenlet_spawn(pooled.close)
+
+
+async def driver_connection(session: AsyncSession) -> Any | None:
+    """The asyncpg connection to run a fixed statement on directly, on PostgreSQL; None on SQLite.
+
+    In a write session (or a read session already connected, e.g. in a snapshot) it is the session's
+    own connection, under its transaction. In a fresh read session it is a bare pooled connection
+    (autocommit): a read handler that also uses the ORM does so *before* its direct reads, or it
+    holds two connections at once.
+    """
+    if session.bind.dialect.name != "postgresql":
+        return None
+    reader: _BareReader | None = session.info.get(_BARE_READER)
+    if reader is not None and not session.in_transaction():
+        return await reader.driver()
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection
 
 
 async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
@@ -107,10 +169,14 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[Asyn
         try:
             yield session
         except Exception:
-            await session.rollback()
+            if session.in_transaction():
+                await session.rollback()
             raise
         else:
-            await session.commit()
+            # A session nothing was added to, read or written with has no transaction: committing
+            # would only begin and end an empty one (a greenlet hop; a GET release takes this path).
+            if session.in_transaction():
+                await session.commit()
 
 
 _READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
 from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord, PublishedNotice
+from tillit.db import driver_connection
 from tillit.types import as_utc
 
 __all__ = ["ActiveRow", "ConsentRepository", "StateRow"]
@@ -157,11 +158,7 @@ class ConsentRepository:
         per-statement work cost several times what PostgreSQL did (see bench.consent). Same
         connection; a write only once SQLAlchemy has begun the transaction on it.
         """
-        if self.session.bind.dialect.name != "postgresql":
-            return None
-        connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        return raw.driver_connection
+        return await driver_connection(self.session)
 
     async def lock_chain(self, subject_id: str, now: datetime) -> ChainHead:
         """The subject's chain head, created if missing, locked until the transaction ends.

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.preferences.models import SUBJECT_TABLES, ProfileChange, ProfileSubject, ProfileValue
 from services.preferences.quizzes.models import QuizSession
+from tillit.db import driver_connection
 
 __all__ = ["ProfileRepository", "StoredValue"]
 
@@ -63,11 +64,7 @@ class ProfileRepository:
 
     async def _asyncpg(self) -> Any | None:
         """The asyncpg connection under this session on PostgreSQL (the bulk reads use it); None on SQLite."""
-        if self.session.bind.dialect.name != "postgresql":
-            return None
-        connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        return raw.driver_connection
+        return await driver_connection(self.session)
 
     async def profiles_of(self, subject_ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
         """(subject, fields) of each of these subjects that holds a value, in subject order."""
@@ -129,11 +126,10 @@ class ProfileRepository:
         under ``bench.gateway``, which reads a profile per release). JSON arrives decoded: SQLAlchemy
         installs its codec on every connection it opens.
         """
-        if self.session.bind.dialect.name != "postgresql":
+        driver = await driver_connection(self.session)
+        if driver is None:
             return await self.values_for(subject_id)
-        connection = await self.session.connection()
-        raw = await connection.get_raw_connection()
-        return [StoredValue(*row) for row in await raw.driver_connection.fetch(_PG_VALUES, subject_id)]
+        return [StoredValue(*row) for row in await driver.fetch(_PG_VALUES, subject_id)]
 
     def add(self, value: ProfileValue | ProfileChange) -> None:
         self.session.add(value)
