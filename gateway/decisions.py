@@ -168,7 +168,7 @@ class DecisionController(Controller):
     guards = [require_access_token, refuse_repeated_query]
     dependencies = {
         "caller": Provide(provide_caller, sync_to_thread=False),
-        "gateway": Provide(provide_gateway_service, sync_to_thread=False),
+        "gateway": Provide(provide_gateway_service),
         "decisions": Provide(provide_decision_service, sync_to_thread=False),
     }
 
