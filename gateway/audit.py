@@ -97,9 +97,12 @@ class AuditService:
         return AuditPage(items=items, next_cursor=next_cursor)
 
 
-def refuse_repeated_query(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def refuse_repeated_query(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Guard: each query parameter at most once. The schema declares single values; a repeated one
-    would otherwise be read as one of its values silently."""
+    would otherwise be read as one of its values silently.
+
+    A coroutine function so that Litestar calls it on the event loop: a plain function guard is run
+    in a worker thread, a thread hop on every ``/v1/me`` call and decision."""
     repeated = sorted(
         {
             name

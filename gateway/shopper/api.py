@@ -99,6 +99,13 @@ def provide_shopper_service(request: Request[Any, Any, Any]) -> ShopperService:
     return _service(request, None)
 
 
+def provide_my_shopper_service(request: Request[Any, Any, Any], shopper: Shopper) -> ShopperService:
+    """The service for ``/v1/me``; it takes ``shopper`` (unused) so that Litestar resolves the two one
+    after the other: independent providers at the same depth are started in an anyio task group."""
+    del shopper
+    return _service(request, None)
+
+
 def provide_shopper_service_with_db(session: AsyncSession, request: Request[Any, Any, Any]) -> ShopperService:
     return _service(request, session)
 
@@ -186,7 +193,10 @@ class MeController(Controller):
     path = "/v1/me"
     tags = ["shopper"]
     guards = [require_shopper_token, refuse_repeated_query]
-    dependencies = {"shopper": Provide(provide_shopper, sync_to_thread=False), **_SERVICE}
+    dependencies = {
+        "shopper": Provide(provide_shopper, sync_to_thread=False),
+        "shopper_service": Provide(provide_my_shopper_service, sync_to_thread=False),
+    }
 
     @get(
         "/profile",

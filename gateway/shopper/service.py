@@ -64,7 +64,6 @@ from tillit.problems import (
     TillitError,
     TooManyRequests,
     Unauthorized,
-    Unavailable,
     Unprocessable,
 )
 from tillit.types import SUBJECT_ID_PATTERN, as_utc, utcnow
@@ -607,13 +606,11 @@ class ShopperService:
         )
 
     async def _export_sessions(self, subject_id: str) -> list[_ExportSession]:
-        export = await self._preferences_export(subject_id)
-        try:
-            return [msgspec.convert(row, _ExportSession) for row in export.sections.quiz_sessions]
-        except msgspec.ValidationError as exc:
-            raise Unavailable(
-                "the preferences service sent quiz sessions that could not be read", slug="preferences-unavailable"
-            ) from exc
+        """The subject's quiz sessions (not the whole export: its profile history grows with every edit)."""
+        answer = await self.upstream.request(
+            "preferences", "GET", f"/v1/subjects/{subject_id}/quiz-sessions", _SubjectSessions
+        )
+        return answer.sessions
 
     async def quiz_sessions(self, shopper: Shopper) -> QuizSessionList:
         """Sessions that can be resumed now, read from the preferences service's per-subject export."""
@@ -755,6 +752,10 @@ class _ExportSession(msgspec.Struct):
     started_at: datetime
     updated_at: datetime
     expires_at: datetime
+
+
+class _SubjectSessions(msgspec.Struct):
+    sessions: list[_ExportSession]
 
 
 def _json_list(value: Any) -> list[Any]:

@@ -133,3 +133,51 @@ async def test_garbage_is_a_transport_error() -> None:
         with pytest.raises(UpstreamTransportError):
             await pool.get(url, "/x", {})
         await pool.close()
+
+
+async def test_a_post_sends_its_body_with_its_length() -> None:
+    async with _server(lambda _, writer: writer.write(_answer(b"{}", status="201 Created"))) as (url, heads, _):
+        pool = HTTP1Pool(4, timeout=2.0)
+        body = b'{"purpose":"p"}'
+        assert await pool.request("POST", url, "/v1/me/consents", {"content-type": "application/json"}, body) == (
+            201,
+            b"{}",
+        )
+        await pool.close()
+    assert heads[0].startswith(b"POST /v1/me/consents HTTP/1.1\r\n")
+    assert f"\r\nContent-Length: {len(body)}\r\n".encode() in heads[0]
+
+
+async def test_a_header_with_a_line_break_is_never_sent() -> None:
+    async with _server(lambda _, writer: writer.write(_answer(b"1"))) as (url, heads, _):
+        pool = HTTP1Pool(4, timeout=2.0)
+        with pytest.raises(ValueError, match="line break"):
+            await pool.get(url, "/x", {"user-agent": "a\r\nx-injected: 1"})
+        await pool.close()
+    assert heads == []
+
+
+async def test_only_a_get_is_sent_again_when_a_reused_connection_closes_before_answering() -> None:
+    answered: set[int] = set()
+
+    def first_only(_: bytes, writer: asyncio.StreamWriter) -> None:
+        if id(writer) in answered:
+            writer.close()  # the second request on a connection: closed without a byte of answer
+            return
+        answered.add(id(writer))
+        writer.write(_answer(b"1"))
+
+    async with _server(first_only) as (url, heads, connections):
+        pool = HTTP1Pool(4, timeout=2.0)
+        assert await pool.get(url, "/a", {}) == (200, b"1")
+        assert await pool.get(url, "/b", {}) == (200, b"1")  # sent again on a new connection
+        assert connections[0] == 2
+        with pytest.raises(UpstreamTransportError):
+            await pool.request("POST", url, "/c", {}, b"x")
+        await pool.close()
+    assert [head.split(b" ", 2)[:2] for head in heads] == [
+        [b"GET", b"/a"],
+        [b"GET", b"/b"],
+        [b"GET", b"/b"],
+        [b"POST", b"/c"],
+    ]

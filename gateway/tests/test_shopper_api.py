@@ -146,6 +146,8 @@ class StubUpstream:
             return self._session(SESSION_OF_BOB, BOB)
         if path.startswith("/v1/quiz-sessions/"):
             raise NotFound("no such session", slug="profile-not-found")
+        if path == f"/v1/subjects/{ALICE}/quiz-sessions" and method == "GET":
+            return {"sessions": [self._record(SESSION_OF_ALICE)]}
         if path == f"/v1/subjects/{ALICE}/quiz-sessions":
             return self._session(SESSION_OF_ALICE, ALICE)
         if path == "/v1/quizzes":

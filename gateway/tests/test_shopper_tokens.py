@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,6 +40,30 @@ def test_a_shopper_token_names_its_subject_and_expires(tokens: ShopperTokens) ->
     stale, _ = tokens.issue("shopper-a", "link-1", now - timedelta(hours=1))
     with pytest.raises(Unauthorized, match="not valid"):
         tokens.verify(f"Bearer {stale}")
+
+
+def test_a_verified_token_is_checked_once_and_counts_only_until_it_expires(
+    tokens: ShopperTokens, keys: tuple[ECKey, KeySet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, _ = tokens.issue("shopper-a", "link-1", datetime.now(UTC))
+    first = tokens.verify(f"Bearer {token}")
+    decoded: list[str] = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *args, **kwargs: decoded.append("x") or real_decode(*args, **kwargs))
+    assert tokens.verify(f"Bearer {token}") == first
+    assert decoded == [], "the second call of a session is not verified again"
+    # A token kept past its expiry (plus the leeway) is refused even though it was verified before.
+    key = keys[0]
+    now = int(datetime.now(UTC).timestamp())
+    claims = {"iss": ISSUER, "aud": "tillit-shopper", "sub": "s", "scope": "shopper", "link_id": "l"}
+    short = jwt.encode(
+        {"alg": "ES256", "kid": key.kid, "typ": "shopper+jwt"}, {**claims, "iat": now, "exp": now + 1}, key
+    )
+    assert tokens.verify(f"Bearer {short}").subject_id == "s"
+    monkeypatch.setattr(time, "time", lambda: now + 60.0)  # the clock of the cache and of joserfc
+    with pytest.raises(Unauthorized):
+        tokens.verify(f"Bearer {short}")
+    assert decoded == ["x", "x"], "an expired entry is verified afresh (and refused)"
 
 
 def test_only_shopper_tokens_pass(tokens: ShopperTokens, keys: tuple[ECKey, KeySet]) -> None:

@@ -155,6 +155,12 @@ class SubjectExport(msgspec.Struct):
     sections: PreferenceSections
 
 
+class SubjectQuizSessions(msgspec.Struct):
+    """The subject's quiz sessions alone (the export's ``quiz_sessions`` section), oldest first."""
+
+    sessions: list[QuizSessionRecord]
+
+
 class ProfileStats(msgspec.Struct):
     """How many subjects hold a profile now (``tillit policy diff`` for purposes not based on consent)."""
 

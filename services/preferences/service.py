@@ -32,6 +32,7 @@ from services.preferences.schemas import (
     StoredProfile,
     SubjectExport,
     SubjectProfile,
+    SubjectQuizSessions,
 )
 from tillit.policy import Policy
 from tillit.problems import NotFound, Unprocessable
@@ -144,6 +145,11 @@ class ProfileService:
                 quiz_sessions=[_session_record(row) for row in await self.repository.quiz_sessions_for(subject_id)],
             ),
         )
+
+    async def quiz_sessions(self, subject_id: str) -> SubjectQuizSessions:
+        """The subject's quiz sessions alone: what the shopper's quiz page lists, without the whole export."""
+        rows = await self.repository.quiz_sessions_for(subject_id)
+        return SubjectQuizSessions(sessions=[_session_record(row) for row in rows])
 
     async def erase(self, subject_id: str) -> ErasureConfirmation:
         """Delete every row of the subject in one transaction; erasing again confirms zero rows."""

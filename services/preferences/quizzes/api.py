@@ -17,6 +17,7 @@ from services.preferences.quizzes.repository import QuizRepository
 from services.preferences.quizzes.schemas import AnswerIn, QuizAnalytics, QuizList, SessionOut, StartSession
 from services.preferences.quizzes.service import QuizCatalogue, QuizService
 from services.preferences.repository import ProfileRepository
+from services.preferences.schemas import SubjectQuizSessions
 from services.preferences.service import ProfileService
 from tillit.db import Database, provide_read_session
 from tillit.problems import problem_responses
@@ -100,6 +101,15 @@ class QuizSessionController(Controller):
     )
     async def start(self, subject_id: SubjectIdPath, data: StartSession, quizzes: QuizService) -> SessionOut:
         return await quizzes.start(subject_id, data)
+
+    @get(
+        "/subjects/{subject_id:str}/quiz-sessions",
+        summary="The subject's quiz sessions, oldest first (the export's quiz_sessions section alone)",
+        dependencies=READ_ONLY,
+        responses=problem_responses(400, 401),
+    )
+    async def for_subject(self, subject_id: SubjectIdPath, session: AsyncSession) -> SubjectQuizSessions:
+        return await ProfileService(ProfileRepository(session)).quiz_sessions(subject_id)
 
     @get(
         "/quiz-sessions/{session_id:uuid}",

@@ -174,3 +174,6 @@ async def test_a_quiz_session_over_http_ends_in_the_profile(client: AsyncTestCli
     assert analytics["versions"][0]["completion_rate"] == 1.0
     export = (await client.get("/v1/subjects/astrid/export")).json()
     assert [s["id"] for s in export["sections"]["quiz_sessions"]] == [session["id"]]
+    alone = (await client.get("/v1/subjects/astrid/quiz-sessions")).json()
+    assert alone == {"sessions": export["sections"]["quiz_sessions"]}
+    assert (await client.get("/v1/subjects/nobody/quiz-sessions")).json() == {"sessions": []}
