@@ -20,7 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-__all__ = ["POOL_SIZE", "Database", "driver_connection", "provide_read_session", "provide_session"]
+__all__ = [
+    "POOL_SIZE",
+    "Database",
+    "autocommit_connection",
+    "driver_connection",
+    "provide_read_session",
+    "provide_session",
+]
 
 POOL_SIZE: Final = 16
 """Connections per process; four processes use PostgreSQL, well inside its default 100."""
@@ -160,6 +167,20 @@ async def driver_connection(session: AsyncSession) -> Any | None:
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     return raw.driver_connection
+
+
+async def autocommit_connection(session: AsyncSession) -> Any | None:
+    """The asyncpg connection of a write session that has not begun a transaction yet, or None.
+
+    A statement sent on it commits on its own before it answers (PostgreSQL's implicit transaction):
+    a request whose writes fit in one statement is durable with it, without BEGIN and COMMIT round
+    trips. Reads before it (on the same connection, through :func:`driver_connection`) are fine;
+    once SQLAlchemy has begun a transaction on the connection, or on SQLite, it is None.
+    """
+    driver = await driver_connection(session)
+    if driver is None or driver.is_in_transaction() or session.info.get(_BARE_READER) is not None:
+        return None
+    return driver
 
 
 async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
