@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
 from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord, PublishedNotice
-from tillit.db import autocommit_connection, driver_connection
+from tillit.db import autocommit_connection, driver_connection, release_autocommit
 from tillit.types import as_utc
 
 __all__ = ["ActiveRow", "ConsentRepository", "StateRow"]
@@ -219,6 +219,10 @@ class ConsentRepository:
         round trips. None on SQLite (writes take turns there) and once a transaction is under way.
         """
         return await autocommit_connection(self.session)
+
+    async def release_autocommit_driver(self) -> None:
+        """Give the lone write's connection back before this session uses its own."""
+        await release_autocommit(self.session)
 
     async def read_chain(self, driver: Any, subject_id: str, now: datetime) -> ChainHead:
         """The subject's chain head as committed now (created, empty, if missing); no lock is taken."""

@@ -197,7 +197,9 @@ class ConsentService:
         chain = await self.repository.read_chain(driver, subject_id, self.clock())
         event, state = self._chained(subject_id, chain, **event_fields)
         recorded = self._recorded(event, state)
-        if not await self.repository.append_if_head(driver, event, msgspec.structs.asdict(state)):
+        written = await self.repository.append_if_head(driver, event, msgspec.structs.asdict(state))
+        await self.repository.release_autocommit_driver()
+        if not written:
             # Another writer of this subject came first (nothing was written): queue behind the
             # chain head's row lock instead, as writes in a transaction do, so a busy subject
             # cannot make a writer lose the race again and again.

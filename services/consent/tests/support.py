@@ -13,7 +13,7 @@ from services.consent.chain import LedgerReport
 from services.consent.repository import ConsentRepository
 from services.consent.schemas import RecordConsent, RecordedConsent
 from services.consent.service import ConsentService, SigningKeys
-from tillit.db import Database
+from tillit.db import Database, release_autocommit
 from tillit.policy import Policy, load_policy
 from tillit.settings import REPO_ROOT
 
@@ -69,9 +69,12 @@ async def record_alone(
     PostgreSQL the event commits as one statement of its own.
     """
     async with database.sessionmaker() as session:
-        service = ConsentService(ConsentRepository(session), POLICY, KEYS)
-        command = RecordConsent(purpose=purpose, action=action, source="preference_page", **extra)  # type: ignore[arg-type]
-        recorded = await service.record(subject, command, only_write=True)
-        if session.in_transaction():
-            await session.commit()
-        return recorded
+        try:
+            service = ConsentService(ConsentRepository(session), POLICY, KEYS)
+            command = RecordConsent(purpose=purpose, action=action, source="preference_page", **extra)  # type: ignore[arg-type]
+            recorded = await service.record(subject, command, only_write=True)
+            if session.in_transaction():
+                await session.commit()
+            return recorded
+        finally:
+            await release_autocommit(session)
