@@ -16,7 +16,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.preferences.quizzes.models import QuizCounter, QuizDefinitionRow, QuizSession
-from tillit.db import autocommit_connection, driver_connection
+from tillit.db import autocommit_connection, driver_connection, release_autocommit
 
 __all__ = ["COUNTER_SHARDS", "CounterKey", "QuizRepository", "SessionRow", "counter_shard"]
 
@@ -106,10 +106,12 @@ class QuizRepository:
         await self.session.flush()
 
     async def quiz_session(self, session_id: str) -> QuizSession | SessionRow | None:
-        """The session as committed now. On PostgreSQL one fixed statement on the session's asyncpg
-        connection: no ORM objects, and no BEGIN yet, so an answer can still commit as one statement
-        (:meth:`answer_if_unchanged`)."""
-        driver = await driver_connection(self.session)
+        """The session as committed now. On PostgreSQL one fixed statement on asyncpg directly: no
+        ORM objects, and no BEGIN yet, so an answer can still commit as one statement on the same
+        connection (:meth:`answer_if_unchanged`). In a write session that is a bare pooled connection
+        (see :func:`tillit.db.autocommit_connection`): :meth:`release_autocommit_driver` before
+        writing through the session."""
+        driver = await autocommit_connection(self.session) or await driver_connection(self.session)
         if driver is not None:
             row = await driver.fetchrow(_PG_SESSION, session_id)
             return None if row is None else SessionRow(*row)
@@ -135,6 +137,10 @@ class QuizRepository:
     async def autocommit_driver(self) -> Any | None:
         """See :func:`tillit.db.autocommit_connection`: set while nothing was written in this request."""
         return await autocommit_connection(self.session)
+
+    async def release_autocommit_driver(self) -> None:
+        """Give the bare connection back before this session uses its own."""
+        await release_autocommit(self.session)
 
     async def answer_if_unchanged(
         self,

@@ -263,6 +263,7 @@ class QuizService:
             shard=shard,
         ):
             raise _concurrent_update(row.id)
+        await self.repository.release_autocommit_driver()
         return answer_out
 
     async def back(self, session_id: str) -> SessionOut:
@@ -318,6 +319,7 @@ class QuizService:
         return row, quiz
 
     async def _update(self, row: QuizSession | SessionRow, values: dict[str, Any]) -> None:
+        await self.repository.release_autocommit_driver()  # the session's own connection from here
         if not await self.repository.update_if_unchanged(row.id, expected_revision=row.revision, values=values):
             raise _concurrent_update(row.id)
         for name, value in values.items():
