@@ -94,7 +94,8 @@ ON CONFLICT (subject_id, purpose) DO UPDATE SET
 WHERE consent_state.since <= EXCLUDED.since
 """  # noqa: S608 - built from the constant column list above
 # The same append as one autocommitted statement, guarded by the chain head read before it (compare
-# and set): it writes only if the head still has length $3 - 1 and hash $14, and answers how many
+# and set): it writes only if the head still has length $3 - 1 and hash $14 and still belongs to
+# the subject (as the locked path's upsert by subject_id would find it), and answers how many
 # heads it moved (0: another writer of this subject came first; read the head again). Parameters in
 # a SELECT list get no type from the target column, hence the casts.
 _EVENT_CASTS: Final = (
@@ -104,7 +105,7 @@ _EVENT_CASTS: Final = (
 _PG_APPEND_IF_HEAD: Final = f"""
 WITH head AS (
     UPDATE consent_chain SET length = $3, head_hash = $15, updated_at = $10
-    WHERE chain_id = $2 AND length = $3 - 1 AND head_hash = $14
+    WHERE chain_id = $2 AND length = $3 - 1 AND head_hash = $14 AND subject_id = $4::text
     RETURNING chain_id
 ), event AS (
     INSERT INTO consent_event ({", ".join(_EVENT_COLUMNS)})

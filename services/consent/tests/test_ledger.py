@@ -321,3 +321,22 @@ async def test_a_backdated_lone_write_answers_the_state_that_stands(database: Da
     assert recorded.event.action == "withdrawn"
     assert recorded.state.status == "given"
     assert (await verify(database)).ok
+
+
+async def test_an_uncontended_lone_write_takes_no_lock_on_postgresql(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a concurrent writer of the subject the compare-and-set applies at once."""
+    await record_alone(database, "astrid")
+    if database.is_sqlite:
+        return  # SQLite writes take turns in a transaction: the locked path is the only one
+
+    async def locked_path(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the lone write fell back to the locked path")
+
+    monkeypatch.setattr(ConsentService, "_append", locked_path)
+    for action in ("withdraw", "give", "withdraw"):
+        await record_alone(database, "astrid", action=action)
+    monkeypatch.undo()
+    report = await verify(database)
+    assert (report.ok, report.events) == (True, 4)
