@@ -20,7 +20,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-__all__ = ["POOL_SIZE", "Database", "driver_connection", "provide_read_session", "provide_session"]
+__all__ = [
+    "POOL_SIZE",
+    "Database",
+    "autocommit_connection",
+    "driver_connection",
+    "provide_read_session",
+    "provide_session",
+    "release_autocommit",
+]
 
 POOL_SIZE: Final = 16
 """Connections per process; four processes use PostgreSQL, well inside its default 100."""
@@ -162,6 +170,41 @@ async def driver_connection(session: AsyncSession) -> Any | None:
     return raw.driver_connection
 
 
+async def autocommit_connection(session: AsyncSession) -> Any | None:
+    """An asyncpg connection on which a statement commits on its own, for a write session; or None.
+
+    A statement sent on it commits before it answers (PostgreSQL's implicit transaction): a request
+    whose writes fit in one statement is durable with it, without BEGIN and COMMIT round trips.
+
+    - Session not connected yet: a bare pooled connection, like a read session's (no SQLAlchemy
+      ``Connection`` and session transaction around it), held until :func:`release_autocommit` or
+      the end of the request. Release it before using the session itself, or the request holds
+      two of the pool's connections at once.
+    - Session connected (e.g. it read through :func:`driver_connection` first) but SQLAlchemy has
+      not begun a transaction on it yet: the session's own connection.
+    - Otherwise, and on SQLite: None.
+    """
+    if session.bind.dialect.name != "postgresql" or session.info.get(_BARE_READER) is not None:
+        return None
+    if not session.in_transaction():
+        lone: _BareReader | None = session.info.get(_LONE_WRITER)
+        if lone is None:
+            lone = session.info[_LONE_WRITER] = _BareReader(session.bind)
+        return await lone.driver()
+    driver = await driver_connection(session)
+    return None if driver is None or driver.is_in_transaction() else driver
+
+
+async def release_autocommit(session: AsyncSession) -> None:
+    """Give back the bare connection :func:`autocommit_connection` took, if it took one."""
+    lone: _BareReader | None = session.info.pop(_LONE_WRITER, None)
+    if lone is not None:
+        await lone.release()
+
+
+_LONE_WRITER: Final = "tillit.lone_writer"
+
+
 async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
     """One session per request; the request owns the transaction."""
     database: Database = request.app.state.database
@@ -177,6 +220,8 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[Asyn
             # would only begin and end an empty one (a greenlet hop; a GET release takes this path).
             if session.in_transaction():
                 await session.commit()
+        finally:
+            await release_autocommit(session)
 
 
 _READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})

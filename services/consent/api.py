@@ -129,7 +129,8 @@ class ConsentController(Controller):
         return await consents.once(
             idempotency_key,
             await fingerprint(request),
-            lambda: consents.record(subject_id, data, gpc=sec_gpc == "1"),
+            # Without a key there is no idempotency record to write: the event is the only write.
+            lambda: consents.record(subject_id, data, gpc=sec_gpc == "1", only_write=idempotency_key is None),
             RecordedConsent,
         )
 

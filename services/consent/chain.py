@@ -46,10 +46,23 @@ _encoder = msgspec.json.Encoder(order="sorted")
 
 
 def _timestamp(moment: datetime) -> str:
-    """UTC, microseconds, ``Z``: ``2026-11-24T12:00:00.000000Z`` (cheaper than ``strftime``)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return f"{moment.isoformat(timespec='microseconds')}Z"
+    """UTC, microseconds, ``Z``: ``2026-11-24T12:00:00.000000Z``.
+
+    Formatted from the fields (the same text as ``isoformat(timespec="microseconds")``): a third of
+    the cost of converting and calling ``isoformat``, and verification formats two per event. The
+    database answers timestamps in UTC already, so the conversion is only made for other offsets.
+    """
+    if moment.tzinfo is not None and moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - %-formatting of ints is the fastest here
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+    )
 
 
 def personal_digest(salt: str, subject_id: str, evidence: Mapping[str, Any]) -> str:

@@ -21,7 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
 from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord, PublishedNotice
-from tillit.db import driver_connection
+from tillit.db import autocommit_connection, driver_connection, release_autocommit
 from tillit.types import as_utc
 
 __all__ = ["ActiveRow", "ConsentRepository", "StateRow"]
@@ -93,6 +93,38 @@ ON CONFLICT (subject_id, purpose) DO UPDATE SET
     notice_version = EXCLUDED.notice_version, expires_at = EXCLUDED.expires_at
 WHERE consent_state.since <= EXCLUDED.since
 """  # noqa: S608 - built from the constant column list above
+# The same append as one autocommitted statement, guarded by the chain head read before it (compare
+# and set): it writes only if the head still has length $3 - 1 and hash $14 and still belongs to
+# the subject (as the locked path's upsert by subject_id would find it), and answers how many
+# heads it moved (0: another writer of this subject came first; read the head again). Parameters in
+# a SELECT list get no type from the target column, hence the casts.
+_EVENT_CASTS: Final = (
+    "text", "text", "int", "text", "text", "text", "int", "text",
+    "timestamptz", "timestamptz", "json", "text", "text", "text", "text",
+)  # fmt: skip
+_PG_APPEND_IF_HEAD: Final = f"""
+WITH head AS (
+    UPDATE consent_chain SET length = $3, head_hash = $15, updated_at = $10
+    WHERE chain_id = $2 AND length = $3 - 1 AND head_hash = $14 AND subject_id = $4::text
+    RETURNING chain_id
+), event AS (
+    INSERT INTO consent_event ({", ".join(_EVENT_COLUMNS)})
+    SELECT {", ".join(f"${n}::{cast}" for n, cast in enumerate(_EVENT_CASTS, 1))} FROM head
+), state AS (
+    INSERT INTO consent_state (subject_id, purpose, status, since, event_id, notice_version, expires_at)
+    SELECT $4, $5, $16::text, $9, $1, $7, $17::timestamptz FROM head
+    ON CONFLICT (subject_id, purpose) DO UPDATE SET
+        status = EXCLUDED.status, since = EXCLUDED.since, event_id = EXCLUDED.event_id,
+        notice_version = EXCLUDED.notice_version, expires_at = EXCLUDED.expires_at
+    WHERE consent_state.since <= EXCLUDED.since
+)
+SELECT count(*) FROM head
+"""  # noqa: S608 - built from the constant column lists above
+_PG_HEAD: Final = "SELECT chain_id, subject_id, length, head_hash FROM consent_chain WHERE subject_id = $1"
+_PG_NEW_CHAIN: Final = """
+INSERT INTO consent_chain (chain_id, subject_id, length, head_hash, updated_at) VALUES ($1, $2, 0, $3, $4)
+ON CONFLICT (subject_id) DO NOTHING
+"""
 _PG_LEDGER: Final = f"SELECT {', '.join(ChainedEvent.__struct_fields__)} FROM consent_event ORDER BY chain_id, seq"  # noqa: S608
 _PG_STATES: Final = """
 SELECT subject_id, purpose, status, since, event_id, notice_version, expires_at
@@ -179,6 +211,42 @@ class ConsentRepository:
         )
         row = result.one()
         return ChainHead(chain_id=row.chain_id, subject_id=row.subject_id, length=row.length, head_hash=row.head_hash)
+
+    async def autocommit_driver(self) -> Any | None:
+        """The asyncpg connection for a write that is the request's only one, or None.
+
+        On PostgreSQL, while this session has sent nothing yet (no BEGIN), a single statement on its
+        connection commits on its own before it answers: durable, and without the BEGIN and COMMIT
+        round trips. None on SQLite (writes take turns there) and once a transaction is under way.
+        """
+        return await autocommit_connection(self.session)
+
+    async def release_autocommit_driver(self) -> None:
+        """Give the lone write's connection back before this session uses its own."""
+        await release_autocommit(self.session)
+
+    async def read_chain(self, driver: Any, subject_id: str, now: datetime) -> ChainHead:
+        """The subject's chain head as committed now (created, empty, if missing); no lock is taken."""
+        row = await driver.fetchrow(_PG_HEAD, subject_id)
+        if row is None:
+            await driver.execute(_PG_NEW_CHAIN, str(uuid.uuid4()), subject_id, GENESIS_HASH, now)
+            row = await driver.fetchrow(_PG_HEAD, subject_id)
+        return ChainHead(*row)
+
+    async def append_if_head(self, driver: Any, event: dict[str, Any], state: dict[str, Any]) -> bool:
+        """:meth:`append` as one autocommitted statement, if the chain head is still the one read.
+
+        False (nothing written) when another writer of the same subject moved the head meanwhile.
+        Under READ COMMITTED the head's UPDATE waits for such a writer and then re-checks its
+        condition against the committed row, so two writers never both chain onto one event.
+        """
+        moved = await driver.fetchval(
+            _PG_APPEND_IF_HEAD,
+            *(event[name] if name != "evidence" else _json(event[name]) for name in _EVENT_COLUMNS),
+            state["status"],
+            state["expires_at"],
+        )
+        return bool(moved)
 
     async def append(self, event: dict[str, Any], state: dict[str, Any]) -> None:
         """Add one event, move its chain's head to it and derive the purpose's state from it.

@@ -13,7 +13,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from joserfc.jwk import KeySet, OKPKey
 
-from services.consent.chain import LedgerReport, LedgerVerifier, event_hash, personal_digest
+from services.consent.chain import ChainHead, LedgerReport, LedgerVerifier, event_hash, personal_digest
 from services.consent.confirmations import ConfirmationError, issue_confirmation, read_confirmation
 from services.consent.imports import parse_batch
 from services.consent.models import ConsentState
@@ -115,8 +115,14 @@ class ConsentService:
                 active[purpose] += count
         return ConsentStats(as_of=now, active=active)
 
-    async def record(self, subject_id: str, command: RecordConsent, *, gpc: bool = False) -> RecordedConsent:
-        """Append the shopper's or channel's decision; a GPC signal on the request is honoured too."""
+    async def record(
+        self, subject_id: str, command: RecordConsent, *, gpc: bool = False, only_write: bool = False
+    ) -> RecordedConsent:
+        """Append the shopper's or channel's decision; a GPC signal on the request is honoured too.
+
+        ``only_write``: the caller writes nothing else in this request (no idempotency record), so on
+        PostgreSQL the event may commit as one statement of its own (see :meth:`_append`).
+        """
         purpose = self.policy.purposes.get(command.purpose)
         if purpose is None:
             raise Unprocessable(f"purpose {command.purpose!r} is not declared in the policy", slug="unknown-purpose")
@@ -141,6 +147,7 @@ class ConsentService:
             source=command.source,
             collected_at=collected_at,
             evidence=msgspec.to_builtins(evidence),
+            alone=only_write and not gpc,
         )
         if gpc:
             await self.apply_gpc(subject_id, evidence, skip=command.purpose if action == "given" else None)
@@ -156,8 +163,15 @@ class ConsentService:
         current = self.policy.current_notice(purpose, collected_at)
         return current.version if current is not None else None
 
-    async def _record(self, subject_id: str, **event_fields: Any) -> RecordedConsent:
+    async def _record(self, subject_id: str, *, alone: bool = False, **event_fields: Any) -> RecordedConsent:
+        driver = await self.repository.autocommit_driver() if alone else None
+        if driver is not None:
+            return await self._record_alone(driver, subject_id, **event_fields)
         event, state = await self._append(subject_id, **event_fields)
+        return self._recorded(event, state)
+
+    def _recorded(self, event: dict[str, Any], state: ConsentState | StateRow) -> RecordedConsent:
+        subject_id = event["subject_id"]
         now = event["recorded_at"]
         confirmation = None
         if event["action"] == "pending":
@@ -170,6 +184,32 @@ class ConsentService:
             receipt=self._receipt(event) if event["action"] in _RECEIPTED else None,
             confirmation=confirmation,
         )
+
+    async def _record_alone(self, driver: Any, subject_id: str, **event_fields: Any) -> RecordedConsent:
+        """The event as the request's only write, on PostgreSQL: two round trips, one commit.
+
+        Read the chain head (no lock), chain the event onto it and write event, head and state in one
+        autocommitted statement that only applies if the head is still the one read; if another
+        writer of this subject came first, fall back to the locked path. Subjects never wait for each other, the hash
+        chain is the same as under the lock, and the answer (receipt included) is built before the
+        statement commits, so nothing after the commit can fail but the backdated state's re-read.
+        """
+        chain = await self.repository.read_chain(driver, subject_id, self.clock())
+        event, state = self._chained(subject_id, chain, **event_fields)
+        recorded = self._recorded(event, state)
+        written = await self.repository.append_if_head(driver, event, msgspec.structs.asdict(state))
+        await self.repository.release_autocommit_driver()
+        if not written:
+            # Another writer of this subject came first (nothing was written): queue behind the
+            # chain head's row lock instead, as writes in a transaction do, so a busy subject
+            # cannot make a writer lose the race again and again.
+            event, state = await self._append(subject_id, **event_fields)
+            return self._recorded(event, state)
+        if event["collected_at"] < event["recorded_at"]:
+            stored = await self.repository.state(subject_id, event["purpose"])
+            if stored is not None:
+                return msgspec.structs.replace(recorded, state=self._status_out(stored, event["recorded_at"]))
+        return recorded
 
     async def _append(
         self,
@@ -189,6 +229,35 @@ class ConsentService:
         the ledger's order. ``collected_at`` None means "now".
         """
         chain = await self.repository.lock_chain(subject_id, self.clock())
+        event, state = self._chained(
+            subject_id,
+            chain,
+            purpose=purpose,
+            action=action,
+            notice_version=notice_version,
+            source=source,
+            collected_at=collected_at,
+            evidence=evidence,
+        )
+        await self.repository.append(event, msgspec.structs.asdict(state))
+        if event["collected_at"] < event["recorded_at"]:
+            # Backdated: a later decision may still stand; answer with what the state really is.
+            return event, await self.repository.state(subject_id, purpose) or state
+        return event, state
+
+    def _chained(
+        self,
+        subject_id: str,
+        chain: ChainHead,
+        *,
+        purpose: str,
+        action: str,
+        notice_version: int | None,
+        source: str,
+        collected_at: datetime | None,
+        evidence: dict[str, Any],
+    ) -> tuple[dict[str, Any], StateRow]:
+        """The next event of ``chain`` (hashed) and the state it leads to; the clock is read here."""
         now = self.clock()
         # Stored as UTC: SQLite keeps no offset, so 08:30+01:00 would come back as 08:30 UTC.
         collected_at = as_utc(collected_at) if collected_at else now
@@ -226,7 +295,7 @@ class ConsentService:
             ),
         }
         status = _STATUS_AFTER[action]
-        state = ConsentState(
+        state = StateRow(
             subject_id=subject_id,
             purpose=purpose,
             status=status,
@@ -235,10 +304,6 @@ class ConsentService:
             notice_version=notice_version,
             expires_at=self.policy.expires_at(purpose, collected_at) if status == "given" else None,
         )
-        await self.repository.append(event, state.model_dump())
-        if collected_at < now:
-            # Backdated: a later decision may still stand; answer with what the state really is.
-            return event, await self.repository.state(subject_id, purpose) or state
         return event, state
 
     def _keys(self) -> SigningKeys:

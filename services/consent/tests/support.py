@@ -13,11 +13,11 @@ from services.consent.chain import LedgerReport
 from services.consent.repository import ConsentRepository
 from services.consent.schemas import RecordConsent, RecordedConsent
 from services.consent.service import ConsentService, SigningKeys
-from tillit.db import Database
+from tillit.db import Database, release_autocommit
 from tillit.policy import Policy, load_policy
 from tillit.settings import REPO_ROOT
 
-__all__ = ["KEYS", "POLICY", "PROFILED", "SMS", "consent_service", "record", "verify"]
+__all__ = ["KEYS", "POLICY", "PROFILED", "SMS", "consent_service", "record", "record_alone", "verify"]
 
 PROFILED: Final = "personalize.content.profiled"
 SMS: Final = "marketing.communications.sms"
@@ -58,3 +58,23 @@ async def record(
 async def verify(database: Database) -> LedgerReport:
     async with consent_service(database) as service:
         return await service.verify()
+
+
+async def record_alone(
+    database: Database, subject: str, purpose: str = PROFILED, action: str = "give", **extra: Any
+) -> RecordedConsent:
+    """As ``POST .../events`` without an Idempotency-Key: the event is the request's only write.
+
+    The session is opened as :func:`tillit.db.provide_session` opens it (no transaction begun), so on
+    PostgreSQL the event commits as one statement of its own.
+    """
+    async with database.sessionmaker() as session:
+        try:
+            service = ConsentService(ConsentRepository(session), POLICY, KEYS)
+            command = RecordConsent(purpose=purpose, action=action, source="preference_page", **extra)  # type: ignore[arg-type]
+            recorded = await service.record(subject, command, only_write=True)
+            if session.in_transaction():
+                await session.commit()
+            return recorded
+        finally:
+            await release_autocommit(session)

@@ -18,9 +18,10 @@ from services.consent.chain import event_hash
 from services.consent.repository import ConsentRepository
 from services.consent.schemas import Evidence, RecordedConsent
 from services.consent.service import ConsentService
-from services.consent.tests.support import KEYS, POLICY, PROFILED, SMS, record, verify
+from services.consent.tests.support import KEYS, POLICY, PROFILED, SMS, record, record_alone, verify
 from tillit.db import Database
 from tillit.problems import Unprocessable
+from tillit.types import utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -270,3 +271,72 @@ async def test_concurrent_writers_of_one_subject_keep_one_chain_and_a_true_state
     last = history.events[-1]
     assert current.consents[0].event_id == last.id
     assert current.consents[0].status == last.action
+
+
+async def test_lone_writers_of_one_subject_keep_one_chain_and_a_true_state(database: Database) -> None:
+    """Requests whose event is their only write (on PostgreSQL: one autocommitted statement each)."""
+    actions = ["give", "withdraw"] * 12
+
+    await asyncio.gather(
+        *(record_alone(database, "astrid", action=action) for action in actions),
+        record_alone(database, "lars"),
+        record(database, "astrid", SMS),
+    )
+    report = await verify(database)
+    assert report.ok, report
+    assert report.events == len(actions) + 2
+    async with database.sessionmaker() as session:
+        service = ConsentService(ConsentRepository(session), POLICY, KEYS)
+        history = await service.history("astrid")
+        current = {state.purpose: state for state in (await service.current("astrid")).consents}
+    assert [event.seq for event in history.events] == list(range(1, len(actions) + 2))
+    last = [event for event in history.events if event.purpose == PROFILED][-1]
+    assert current[PROFILED].event_id == last.id
+    assert current[PROFILED].status == last.action
+
+
+async def test_a_lone_write_that_fails_before_its_answer_leaves_nothing(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await record_alone(database, "astrid")
+
+    def crash(*_: Any) -> str:
+        raise RuntimeError("the receipt could not be signed")
+
+    monkeypatch.setattr("services.consent.service.sign_receipt", crash)
+    with pytest.raises(RuntimeError, match="signed"):
+        await record_alone(database, "astrid", action="withdraw")
+    monkeypatch.undo()
+    report = await verify(database)
+    assert (report.ok, report.events) == (True, 1)
+    async with database.sessionmaker() as session:
+        current = await ConsentService(ConsentRepository(session), POLICY, KEYS).current("astrid")
+    assert current.consents[0].status == "given"
+
+
+async def test_a_backdated_lone_write_answers_the_state_that_stands(database: Database) -> None:
+    await record_alone(database, "astrid")
+    earlier = utcnow() - timedelta(days=1)
+    recorded = await record_alone(database, "astrid", action="withdraw", collected_at=earlier)
+    assert recorded.event.action == "withdrawn"
+    assert recorded.state.status == "given"
+    assert (await verify(database)).ok
+
+
+async def test_an_uncontended_lone_write_takes_no_lock_on_postgresql(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a concurrent writer of the subject the compare-and-set applies at once."""
+    await record_alone(database, "astrid")
+    if database.is_sqlite:
+        return  # SQLite writes take turns in a transaction: the locked path is the only one
+
+    async def locked_path(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the lone write fell back to the locked path")
+
+    monkeypatch.setattr(ConsentService, "_append", locked_path)
+    for action in ("withdraw", "give", "withdraw"):
+        await record_alone(database, "astrid", action=action)
+    monkeypatch.undo()
+    report = await verify(database)
+    assert (report.ok, report.events) == (True, 4)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from litestar import Controller, Litestar, get, post
-from litestar.datastructures import State
+from litestar import Controller, Litestar, Request, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
@@ -32,7 +31,8 @@ QuizIdPath = Annotated[str, Parameter(pattern=r"^[a-z][a-z0-9_-]{0,63}$", max_le
 VersionQuery = Annotated[int | None, Parameter(ge=1, le=1_000_000, description="A quiz version (default: the latest)")]
 
 
-def provide_quiz_service(session: AsyncSession, state: State) -> QuizService:
+def provide_quiz_service(session: AsyncSession, request: Request[Any, Any, Any]) -> QuizService:
+    state = request.app.state  # not a ``state`` parameter: Litestar copies the state for each one
     return QuizService(
         QuizRepository(session), ProfileService(ProfileRepository(session)), state.quizzes, state.quiz_session_lifetime
     )

@@ -51,7 +51,8 @@ class QuizSession(SQLModel, table=True):
 
 class QuizCounter(SQLModel, table=True):
     """One anonymous count: ``start``/``complete`` per version, ``answer`` per option bucket, ``last``
-    (sessions whose latest answer is this question and that have not completed: the drop-off)."""
+    (sessions whose latest answer is this question and that have not completed: the drop-off), kept
+    in shards so that concurrent answers do not queue for one row's lock (migration 0004)."""
 
     __tablename__ = "quiz_counter"
 
@@ -60,4 +61,6 @@ class QuizCounter(SQLModel, table=True):
     metric: str = Field(primary_key=True, max_length=16)
     question_id: str = Field(primary_key=True, max_length=64, default="")
     bucket: str = Field(primary_key=True, max_length=64, default="")
+    shard: int = Field(primary_key=True, default=0)
+    """Which of the counter's rows (writers spread over them; a count is the sum of its shards)."""
     count: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -28,7 +28,7 @@ from services.preferences.quizzes.definitions import (
     validate_quiz,
 )
 from services.preferences.quizzes.models import QuizDefinitionRow, QuizSession
-from services.preferences.quizzes.repository import CounterKey, QuizRepository
+from services.preferences.quizzes.repository import CounterKey, QuizRepository, SessionRow, counter_shard
 from services.preferences.quizzes.schemas import (
     AnswerIn,
     ImageOut,
@@ -201,7 +201,7 @@ class QuizService:
         )
         self.repository.add(row)
         await self.repository.flush()
-        await self.repository.count({(quiz.id, quiz.version, "start", "", ""): 1})
+        await self.repository.count({(quiz.id, quiz.version, "start", "", ""): 1}, counter_shard(row.id))
         return _session_out(quiz, row)
 
     async def get(self, session_id: str) -> SessionOut:
@@ -244,9 +244,27 @@ class QuizService:
             "updated_at": now,
             "expires_at": now + self.lifetime,
         }
-        await self._update(row, values)
-        await self.repository.count(deltas)
-        return _session_out(quiz, row)
+        shard = counter_shard(row.id)
+        driver = await self.repository.autocommit_driver()
+        if driver is None:
+            await self._update(row, values)
+            await self.repository.count(deltas, shard)
+            return _session_out(quiz, row)
+        # PostgreSQL, nothing written yet: session and counters in one statement that commits itself.
+        revision = row.revision
+        answer_out = _session_out(quiz, _moved(row, values))
+        if not await self.repository.answer_if_unchanged(
+            driver,
+            row.id,
+            expected_revision=revision,
+            values=values,
+            quiz=(quiz.id, quiz.version),
+            deltas=deltas,
+            shard=shard,
+        ):
+            raise _concurrent_update(row.id)
+        await self.repository.release_autocommit_driver()
+        return answer_out
 
     async def back(self, session_id: str) -> SessionOut:
         row, quiz = await self._open(session_id)
@@ -273,7 +291,7 @@ class QuizService:
         deltas: dict[CounterKey, int] = {(quiz.id, quiz.version, "complete", "", ""): 1}
         if row.last_question is not None:
             deltas[(quiz.id, quiz.version, "last", row.last_question, "")] = -1
-        await self.repository.count(deltas)
+        await self.repository.count(deltas, counter_shard(row.id))
         if traits:
             self.profiles.clock = lambda: now
             await self.profiles.write_traits(row.subject_id, traits, quiz_source(quiz.id, quiz.version, row.id))
@@ -288,7 +306,7 @@ class QuizService:
                 counts[counter.version][(counter.metric, counter.question_id, counter.bucket)] = counter.count
         return QuizAnalytics(quiz_id=quiz_id, versions=[_version_analytics(v, counts[v]) for v in versions])
 
-    async def _open(self, session_id: str, *, writing: bool = True) -> tuple[QuizSession, Quiz]:
+    async def _open(self, session_id: str, *, writing: bool = True) -> tuple[QuizSession | SessionRow, Quiz]:
         """The session and its quiz: 404 unknown, 410 expired; to write, 409 when completed."""
         row = await self.repository.quiz_session(session_id)
         if row is None:
@@ -300,15 +318,28 @@ class QuizService:
         quiz = await self.quiz(row.quiz_id, row.quiz_version, error=Conflict)
         return row, quiz
 
-    async def _update(self, row: QuizSession, values: dict[str, Any]) -> None:
+    async def _update(self, row: QuizSession | SessionRow, values: dict[str, Any]) -> None:
+        await self.repository.release_autocommit_driver()  # the session's own connection from here
         if not await self.repository.update_if_unchanged(row.id, expected_revision=row.revision, values=values):
-            raise Conflict(
-                f"quiz session {row.id} was changed by another request at the same time; read it and retry",
-                slug="concurrent-update",
-            )
+            raise _concurrent_update(row.id)
         for name, value in values.items():
             setattr(row, name, value)
         row.revision += 1
+
+
+def _concurrent_update(session_id: str) -> Conflict:
+    return Conflict(
+        f"quiz session {session_id} was changed by another request at the same time; read it and retry",
+        slug="concurrent-update",
+    )
+
+
+def _moved(row: QuizSession | SessionRow, values: Mapping[str, Any]) -> QuizSession | SessionRow:
+    """The session as ``values`` leave it (answered before the write, which only commits or not)."""
+    for name, value in values.items():
+        setattr(row, name, value)
+    row.revision += 1
+    return row
 
 
 def _buckets(question: Question, answer: Answer) -> list[str]:
@@ -371,7 +402,7 @@ def _question_out(question: Question, locale: str) -> QuestionOut:
     )
 
 
-def _progress(quiz: Quiz, row: QuizSession) -> Progress:
+def _progress(quiz: Quiz, row: QuizSession | SessionRow) -> Progress:
     """Answered so far, and that plus the questions ahead if each took its default ``goto``."""
     path = answered_path(quiz, row.answers)
     current = row.current_question
@@ -386,7 +417,7 @@ def _progress(quiz: Quiz, row: QuizSession) -> Progress:
     return Progress(answered=answered, total=answered + ahead)
 
 
-def _session_out(quiz: Quiz, row: QuizSession) -> SessionOut:
+def _session_out(quiz: Quiz, row: QuizSession | SessionRow) -> SessionOut:
     current = quiz.question(row.current_question) if row.current_question else None
     return SessionOut(
         id=row.id,

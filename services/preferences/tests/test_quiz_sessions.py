@@ -258,13 +258,17 @@ async def test_abandoned_sessions_are_purged_after_the_grace_and_finished_ones_s
 async def test_of_two_simultaneous_answers_exactly_one_wins(quiz: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     session = await quiz.start()
     barrier = asyncio.Barrier(2)
-    original = QuizRepository.update_if_unchanged
 
-    async def after_both_read(self: QuizRepository, *args: Any, **kwargs: Any) -> bool:
-        await barrier.wait()
-        return await original(self, *args, **kwargs)
+    def after_both_read(original: Any) -> Any:
+        async def write(self: QuizRepository, *args: Any, **kwargs: Any) -> bool:
+            await barrier.wait()
+            return bool(await original(self, *args, **kwargs))
 
-    monkeypatch.setattr(QuizRepository, "update_if_unchanged", after_both_read)
+        return write
+
+    # Both ways an answer is written: in a transaction, and as one statement (PostgreSQL).
+    for name in ("update_if_unchanged", "answer_if_unchanged"):
+        monkeypatch.setattr(QuizRepository, name, after_both_read(getattr(QuizRepository, name)))
     results = await asyncio.gather(
         quiz.answer(session.id, "department", "womens"),
         quiz.answer(session.id, "department", "mens"),
