@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.http1 import HTTP1Pool, UpstreamTransportError
+from tillit.http1 import HTTP1Pool, UpstreamTransportError
 
 pytestmark = pytest.mark.anyio
 
