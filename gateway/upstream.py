@@ -160,7 +160,7 @@ class Upstream:
         params: Mapping[str, Any] | None = None,
         plain: bool = False,
     ) -> T:
-        """One call; ``plain`` (a ``GET`` without body) goes through the lean HTTP/1.1 client."""
+        """One call; ``plain`` ones (the release's reads, the decision) go through the lean HTTP/1.1 client."""
         url = f"{self._settings.url_of(service)}{path}"
         headers = self._issuer.headers_for(service)
         if json is not None:
@@ -173,7 +173,8 @@ class Upstream:
                 target = quote(path, _PATH_SAFE)
                 if params:
                     target = f"{target}?{urlencode(_query(params))}"
-                status, content = await self._plain.get(self._settings.url_of(service), target, headers)
+                base = self._settings.url_of(service)
+                status, content = await self._plain.request(method, base, target, headers, body)
             else:
                 async with self._client().request(
                     method, url, headers=headers, data=body, params=_query(params) if params else None
@@ -248,7 +249,7 @@ class Upstream:
 
     async def decide(self, request: dict[str, Any]) -> RulesDecision:
         """The rules service's decision on an already-filtered profile and a visit's context."""
-        return await self._call("rules", "POST", "/v1/decide", RulesDecision, json=request)
+        return await self._call("rules", "POST", "/v1/decide", RulesDecision, json=request, plain=True)
 
     async def active_consents(self, purpose: str, after: str, limit: int) -> ActiveConsents:
         """A keyset page of the subjects whose consent to ``purpose`` counts now (audiences)."""
