@@ -16,6 +16,7 @@ from services.rules.definitions import KEY_PATTERN, SLOT_PATTERN, Definition
 from services.rules.repository import DefinitionRepository, ExposureRepository
 from services.rules.schemas import (
     MAX_CANDIDATES,
+    NAME_PATTERN,
     Decision,
     DecisionRequest,
     DefinitionOut,
@@ -31,6 +32,7 @@ from services.rules.service import ExposureService, PolicyReport, RulesService
 from tillit.db import provide_read_session
 from tillit.problems import problem_responses
 from tillit.service_tokens import require_service_token
+from tillit.types import PURPOSE_PATTERN
 
 __all__ = ["CatalogueController", "DefinitionController", "ExperimentController", "SegmentController"]
 
@@ -142,7 +144,7 @@ class DefinitionController(Controller):
         self,
         rules: RulesService,
         kind: Kind | None = None,
-        purpose: Annotated[str | None, Parameter(max_length=100)] = None,
+        purpose: Annotated[str | None, Parameter(pattern=PURPOSE_PATTERN, max_length=100)] = None,
         status: Literal["active", "disabled"] | None = None,
     ) -> list[DefinitionOut]:
         return await rules.list(kind, purpose, status)
@@ -204,8 +206,8 @@ class CatalogueController(Controller):
     async def products(
         self,
         request: Request[Any, Any, Any],
-        department: Annotated[str | None, Parameter(max_length=32)] = None,
-        category: Annotated[str | None, Parameter(max_length=32)] = None,
+        department: Annotated[str | None, Parameter(pattern=NAME_PATTERN, max_length=32)] = None,
+        category: Annotated[str | None, Parameter(pattern=NAME_PATTERN, max_length=32)] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_CANDIDATES)] = 50,
     ) -> list[Product]:
         catalogue: Catalogue = request.app.state.catalogue

@@ -120,3 +120,21 @@ def test_a_policy_edit_disables_the_definitions_it_invalidates(
     ).json()
     assert "sale-seeker" not in decided["segments"]
     assert not any("hide-full-price" in reason["rule"] for reason in decided["reasons"])
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "value"),
+    [
+        ("/v1/definitions", "purpose", "marketing\x00"),
+        ("/v1/definitions", "purpose", "Not A Purpose"),
+        ("/v1/catalogue/", "department", "womens\x00"),
+        ("/v1/catalogue/", "category", "JEANS"),
+    ],
+)
+def test_a_query_value_outside_its_pattern_is_a_400_naming_it(client: Client, path: str, name: str, value: str) -> None:
+    """A NUL reached PostgreSQL as a text parameter and came back as a 500 (found by the fuzzer)."""
+    test_client, headers = client
+    response = test_client.get(path, params={name: value}, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert name in response.text
