@@ -10,13 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import msgspec
 from litestar import Controller, get
-from litestar.connection import ASGIConnection
 from litestar.di import Provide
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -26,10 +24,10 @@ from gateway.oauth import Caller
 from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import AuditEntry, AuditPage, AuditWithheld
 from tillit.db import provide_read_session
-from tillit.problems import InvalidRequest, Unprocessable, problem_responses
+from tillit.problems import Unprocessable, problem_responses
 from tillit.types import SUBJECT_ID_PATTERN, as_utc
 
-__all__ = ["AUDIT_SCOPE", "DEFAULT_PAGE", "MAX_PAGE", "AuditController", "AuditService", "refuse_repeated_query"]
+__all__ = ["AUDIT_SCOPE", "DEFAULT_PAGE", "MAX_PAGE", "AuditController", "AuditService"]
 
 AUDIT_SCOPE: Final = "audit:read"
 DEFAULT_PAGE: Final = 100
@@ -97,24 +95,6 @@ class AuditService:
         return AuditPage(items=items, next_cursor=next_cursor)
 
 
-async def refuse_repeated_query(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: each query parameter at most once. The schema declares single values; a repeated one
-    would otherwise be read as one of its values silently.
-
-    A coroutine function so that Litestar calls it on the event loop: a plain function guard is run
-    in a worker thread, a thread hop on every ``/v1/me`` call and decision."""
-    repeated = sorted(
-        {
-            name
-            for name, _value in connection.query_params.multi_items()
-            if len(connection.query_params.getall(name)) > 1
-        }
-    )
-    if repeated:
-        problem = f"query parameters given more than once: {', '.join(repeated)}"
-        raise InvalidRequest(problem, errors=[{"message": problem, "source": "query"}])
-
-
 def provide_audit_service(session: AsyncSession) -> AuditService:
     return AuditService(ReleaseAuditRepository(session))
 
@@ -122,7 +102,7 @@ def provide_audit_service(session: AsyncSession) -> AuditService:
 class AuditController(Controller):
     path = "/v1/audit"
     tags = ["audit"]
-    guards = [require_access_token, refuse_repeated_query]
+    guards = [require_access_token]
     dependencies = {
         "session": Provide(provide_read_session),
         "caller": Provide(provide_caller, sync_to_thread=False),

@@ -27,7 +27,6 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
 from gateway.api import PurposeQuery, provide_caller, provide_gateway_service, require_access_token
-from gateway.audit import refuse_repeated_query
 from gateway.oauth import Caller
 from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
@@ -165,7 +164,7 @@ _DESCRIPTION: Final = (
 class DecisionController(Controller):
     path = "/v1/subjects/{subject_id:str}"
     tags = ["decisions"]
-    guards = [require_access_token, refuse_repeated_query]
+    guards = [require_access_token]
     dependencies = {
         "caller": Provide(provide_caller, sync_to_thread=False),
         "gateway": Provide(provide_gateway_service),

@@ -22,7 +22,6 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPT
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.api import GpcHeader
-from gateway.audit import refuse_repeated_query
 from gateway.shopper.schemas import (
     AnswerIn,
     ConsentChange,
@@ -192,7 +191,7 @@ class MeController(Controller):
 
     path = "/v1/me"
     tags = ["shopper"]
-    guards = [require_shopper_token, refuse_repeated_query]
+    guards = [require_shopper_token]
     dependencies = {
         "shopper": Provide(provide_shopper, sync_to_thread=False),
         "shopper_service": Provide(provide_my_shopper_service, sync_to_thread=False),

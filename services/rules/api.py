@@ -11,12 +11,11 @@ from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.rules.catalogue import Catalogue, Product
+from services.rules.catalogue import Catalogue, Category, Department, Product
 from services.rules.definitions import KEY_PATTERN, SLOT_PATTERN, Definition
 from services.rules.repository import DefinitionRepository, ExposureRepository
 from services.rules.schemas import (
     MAX_CANDIDATES,
-    NAME_PATTERN,
     Decision,
     DecisionRequest,
     DefinitionOut,
@@ -138,7 +137,7 @@ class DefinitionController(Controller):
     @get(
         "/definitions",
         summary="The latest version of every definition; status=disabled lists those a policy change disabled",
-        responses=problem_responses(400, 401),
+        responses=problem_responses(400, 401, 422),
     )
     async def list_definitions(
         self,
@@ -206,8 +205,8 @@ class CatalogueController(Controller):
     async def products(
         self,
         request: Request[Any, Any, Any],
-        department: Annotated[str | None, Parameter(pattern=NAME_PATTERN, max_length=32)] = None,
-        category: Annotated[str | None, Parameter(pattern=NAME_PATTERN, max_length=32)] = None,
+        department: Department | None = None,
+        category: Category | None = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_CANDIDATES)] = 50,
     ) -> list[Product]:
         catalogue: Catalogue = request.app.state.catalogue

@@ -9,11 +9,20 @@ no personal data. A decision without ``candidates`` ranks products from here (se
 from __future__ import annotations
 
 import random
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
-__all__ = ["BRANDS", "CATALOGUE_SIZE", "DEPARTMENTS", "Catalogue", "Product", "demo_catalogue"]
+__all__ = [
+    "BRANDS",
+    "CATALOGUE_SIZE",
+    "DEPARTMENTS",
+    "Catalogue",
+    "Category",
+    "Department",
+    "Product",
+    "demo_catalogue",
+]
 
 CATALOGUE_SIZE: Final = 3_000
 SEED: Final = 20261124
@@ -26,6 +35,13 @@ CATEGORIES: Final = {
     "kids": ("kids_school", "kids_outdoor", "kids_sport", "kids_party", "sneakers"),
     "unisex": ("hoodies", "accessories", "bags", "basics", "sleepwear", "rain_jackets"),
 }
+Department = Literal["womens", "mens", "kids", "unisex"]
+Category = Literal[
+    "dresses", "jeans", "knitwear", "coats", "sneakers", "boots", "bags", "tops", "shirts", "tailoring",
+    "t_shirts", "kids_school", "kids_outdoor", "kids_sport", "kids_party", "hoodies", "accessories", "basics",
+    "sleepwear", "rain_jackets",
+]  # fmt: skip
+"""The catalogue's departments and categories, as the query filters' published enums."""
 BRANDS: Final = (
     "Acne Studios",
     "Filippa K",

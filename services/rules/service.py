@@ -115,6 +115,8 @@ class RulesService:
         return _out(row), True
 
     async def list(self, kind: str | None, purpose: str | None, status: str | None) -> list[DefinitionOut]:
+        if purpose is not None and purpose not in self.policy.purposes:
+            raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
         return [_out(row) for row in await self.repository.latest(kind=kind, purpose=purpose, status=status)]
 
     async def get(self, kind: str, key: str, version: int | None) -> DefinitionOut:

@@ -7,12 +7,13 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from litestar.testing import TestClient
 
 from services.rules.app import create_app
+from services.rules.catalogue import CATEGORIES, DEPARTMENTS, Category, Department
 from services.rules.tests.support import PROFILED, leaf, segment
 from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
 from tillit.service_tokens import ServiceTokenIssuer
@@ -128,6 +129,7 @@ def test_a_policy_edit_disables_the_definitions_it_invalidates(
         ("/v1/definitions", "purpose", "marketing\x00"),
         ("/v1/definitions", "purpose", "Not A Purpose"),
         ("/v1/catalogue/", "department", "womens\x00"),
+        ("/v1/catalogue/", "department", "true"),
         ("/v1/catalogue/", "category", "JEANS"),
     ],
 )
@@ -138,3 +140,22 @@ def test_a_query_value_outside_its_pattern_is_a_400_naming_it(client: Client, pa
     assert response.status_code == 400, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert name in response.text
+
+
+def test_a_repeated_query_parameter_is_a_400_naming_it(client: Client) -> None:
+    """The schema declares one value; a second one would otherwise be dropped silently (every component)."""
+    test_client, headers = client
+    response = test_client.get("/v1/definitions?purpose=marketing&purpose=marketing", headers=headers)
+    assert response.status_code == 400, response.text
+    assert "query parameters given more than once: purpose" in response.json()["detail"]
+
+
+def test_the_catalogue_filters_publish_exactly_the_catalogue_s_departments_and_categories() -> None:
+    assert set(get_args(Department)) == set(DEPARTMENTS)
+    assert set(get_args(Category)) == {category for names in CATEGORIES.values() for category in names}
+
+
+def test_definitions_of_an_undeclared_purpose_are_a_422(client: Client) -> None:
+    test_client, headers = client
+    response = test_client.get("/v1/definitions", params={"purpose": "null"}, headers=headers)
+    assert "not declared in the policy" in problem(response, 422, "unknown-purpose")
