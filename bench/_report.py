@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "command_line",
+    "emit_report",
     "fmt",
     "print_errors",
     "print_load_table",
@@ -110,3 +112,17 @@ def print_errors(report: Mapping[str, Any]) -> None:
             print(f"  {example}")
     else:
         print("errors: none (every answer checked)")
+
+
+def emit_report(
+    report: Mapping[str, Any], as_json: bool, print_tables: Callable[[Mapping[str, Any]], None], failures: int = 0
+) -> int:
+    """Print the report (JSON or tables) and the exit status: 1 when any answer was failed or wrong."""
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_tables(report)
+    if failures:
+        print(f"FAILED: {failures} failed or wrong answers (see errors above)", file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -28,7 +28,6 @@ with that in mind, and a scenario where it, not the servers, is the bottleneck i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -50,6 +49,7 @@ from bench._load import (
     run,
     run_load,
 )
+from bench._report import emit_report
 from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
 
@@ -346,11 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"FAILED: {exc}")
         return 1
     report = build_report(platforms, args, machine)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return emit_report(report, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import asyncpg
 import httpx
 
 from bench._load import machine_info
-from bench._report import command_line, print_machine
+from bench._report import command_line, emit_report, print_machine
 from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
 from tillit.testing import POSTGRES_URL
@@ -416,11 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"FAILED: {type(exc).__name__}: {exc}")
         return 1
     report = build_report(measured, args, machine, command_line("bench.audience", argv))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 1 if report["problems"] else 0
+    return emit_report(report, args.json, print_report, len(report["problems"]))
 
 
 if __name__ == "__main__":

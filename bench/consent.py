@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import shutil
@@ -82,7 +81,16 @@ from bench._load import (
     run_load,
 )
 from bench._raw_insert_app import EVENT_COLUMNS, EVENT_TABLE, POOL_MAX, STATE_COLUMNS, STATE_TABLE, schema_ddl
-from bench._report import command_line, fmt, print_errors, print_load_table, print_machine, print_ratios, print_targets
+from bench._report import (
+    command_line,
+    emit_report,
+    fmt,
+    print_errors,
+    print_load_table,
+    print_machine,
+    print_ratios,
+    print_targets,
+)
 from services.consent.chain import GENESIS_HASH, event_hash, personal_digest
 from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
@@ -1228,14 +1236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     assert context is not None
     report = build_report(measured, context, machine, command_line("bench.consent", argv))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    if context.problems.total:
-        log(f"FAILED: {context.problems.total} failed or wrong answers (see errors above)")
-        return 1
-    return 0
+    return emit_report(report, args.json, print_report, context.problems.total)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ MISS (a miss does not fail the run); a wrong or failed answer does (exit 1).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import httpx
 import msgspec
 
 from bench._load import Load, LoadResult, Target, alternate_rounds, fast_load_client, machine_info, merge, run
-from bench._report import command_line, print_errors, print_machine, print_targets
+from bench._report import command_line, emit_report, print_errors, print_machine, print_targets
 from bench.consent import Problems, _postmaster, _ratio, _status_problem, _verdict, log
 from bench.gateway import CHANNEL, PURPOSE, Seeded, cycling, release_check, seed
 from bench.preferences import BRANDS, CATEGORIES
@@ -470,14 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"FAILED: {type(exc).__name__}: {exc}")
         return 1
     report = build_report(measured, context, machine, command_line("bench.decisions", argv))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    if problems.total:
-        log(f"FAILED: {problems.total} failed or wrong answers (see errors above)")
-        return 1
-    return 0
+    return emit_report(report, args.json, print_report, problems.total)
 
 
 if __name__ == "__main__":

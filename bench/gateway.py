@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
 import tempfile
@@ -61,7 +60,7 @@ from bench._load import (
     run,
     run_load,
 )
-from bench._report import command_line, fmt, print_errors, print_machine
+from bench._report import command_line, emit_report, fmt, print_errors, print_machine
 from bench.consent import (
     ERROR_EXAMPLES,
     Problems,
@@ -538,14 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"FAILED: {type(exc).__name__}: {exc}")
         return 1
     report = build_report(measured, context, machine, command_line("bench.gateway", argv))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    if problems.total:
-        log(f"FAILED: {problems.total} failed or wrong answers (see errors above)")
-        return 1
-    return 0
+    return emit_report(report, args.json, print_report, problems.total)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import sys
 import tempfile
@@ -44,7 +43,7 @@ from typing import Any, Final
 import httpx
 
 from bench._load import machine_info, percentile
-from bench._report import command_line, print_machine
+from bench._report import command_line, emit_report, print_machine
 from preference_center.assets import ensure_assets
 from tests.platform import RunningPlatform, postgres_available, running_platform
 
@@ -318,11 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"bench.pages: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0
+    return emit_report(report, args.json, print_report)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import random
 import sys
 import tempfile
@@ -62,7 +61,15 @@ from bench._load import (
     run_load,
 )
 from bench._raw_insert_app import POOL_MAX, STATE_COLUMNS, STATE_TABLE
-from bench._report import command_line, print_errors, print_load_table, print_machine, print_ratios, print_targets
+from bench._report import (
+    command_line,
+    emit_report,
+    print_errors,
+    print_load_table,
+    print_machine,
+    print_ratios,
+    print_targets,
+)
 from bench.consent import (
     CLIENT_BOUND_SHARE,
     ERROR_EXAMPLES,
@@ -741,14 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     assert context is not None
     report = build_report(measured, context, machine, command_line("bench.preferences", argv))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    if context.problems.total:
-        log(f"FAILED: {context.problems.total} failed or wrong answers (see errors above)")
-        return 1
-    return 0
+    return emit_report(report, args.json, print_report, context.problems.total)
 
 
 if __name__ == "__main__":
