@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
@@ -66,22 +66,7 @@ Op = Literal[
     "starts_with",
     "ends_with",
 ]
-OPS: Final = (
-    "eq",
-    "ne",
-    "lt",
-    "lte",
-    "gt",
-    "gte",
-    "between",
-    "in",
-    "not_in",
-    "contains",
-    "contains_any",
-    "contains_all",
-    "starts_with",
-    "ends_with",
-)
+OPS: Final[tuple[str, ...]] = get_args(Op)
 Scalar = Annotated[str, msgspec.Meta(max_length=200)] | int | float | bool
 FieldPath = Annotated[
     str,
