@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from services.consent.changes.repository import ChangeRepository
@@ -17,6 +18,7 @@ from services.consent.schemas import RecordConsent
 from services.consent.service import ConsentService
 from services.consent.tests.support import KEYS, POLICY, PROFILED, SMS, record
 from tillit.db import Database
+from tillit.testing import POSTGRES_URL
 
 pytestmark = pytest.mark.anyio
 
@@ -98,3 +100,23 @@ async def test_a_change_committed_late_is_not_skipped(database: Database) -> Non
         seen = await read(database)
         assert summary(seen) == [(1, "fast", PROFILED, "withdrawn")]
     assert summary(await read(database, after=seen.last_seq)) == [(2, "slow", PROFILED, "withdrawn")]
+
+
+async def test_a_write_by_schema_qualified_name_feeds_the_change_table(database: Database) -> None:
+    """A bulk load or a DBA's session need not set the service's search path for the trigger to work."""
+    if database.is_sqlite:
+        pytest.skip("SQLite has no schemas or search path")
+    connection = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(
+            f'INSERT INTO "{database.schema}".consent_state (subject_id, purpose, status, since, event_id) '  # noqa: S608
+            "VALUES ($1, $2, 'withdrawn', $3, $4)",
+            "imported",
+            PROFILED,
+            datetime(2026, 5, 1, 12, tzinfo=UTC),
+            "00000000-0000-4000-8000-000000000001",
+        )
+    finally:
+        await connection.close()
+
+    assert summary(await read(database)) == [(1, "imported", PROFILED, "withdrawn")]
