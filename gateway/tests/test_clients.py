@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
+from argon2 import PasswordHasher, extract_parameters
 
 from gateway.clients import ClientService, OAuthClient
 from gateway.repository import ClientRepository
@@ -108,3 +109,18 @@ async def test_unknown_clients_are_named(database: Database) -> None:
     for action, args in (("rotate_secret", ()), ("set_disabled", (True,))):
         with pytest.raises(NotFound, match="no-such"):
             await in_transaction(database, T0, action, "no-such", *args)
+
+
+async def test_secrets_are_hashed_with_argon2id_at_owasp_cost_and_older_hashes_still_verify(
+    database: Database,
+) -> None:
+    """64 MiB per token request (argon2-cffi's default) was the gateway's peak memory; 19 MiB is OWASP's."""
+    issued = await in_transaction(database, T0, "create", "sms", ["profiles:read"], "sms-1")
+    client = await oauth_client(database, "sms-1")
+    parameters = extract_parameters(client.row.secret_hash)
+    assert (parameters.type.name, parameters.memory_cost, parameters.time_cost) == ("ID", 19 * 1024, 2)
+    assert client.check_client_secret(issued.client_secret)
+
+    client.row.secret_hash = PasswordHasher().hash(issued.client_secret)
+    assert client.check_client_secret(issued.client_secret)
+    assert not client.check_client_secret(issued.client_secret + "x")
