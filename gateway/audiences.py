@@ -59,7 +59,7 @@ from litestar.response import Stream
 from gateway.api import provide_caller, require_access_token
 from gateway.models import AudienceRelease
 from gateway.oauth import Caller
-from gateway.release import ConsentView, WithheldReason, check_channel_purpose, decide
+from gateway.release import ConsentView, ReleasePlanner, WithheldReason, check_channel_purpose
 from gateway.repository import AudienceAuditRepository, AudienceAuditRow
 from gateway.upstream import StoredProfile, Upstream
 from tillit.db import Database
@@ -94,6 +94,8 @@ class AudienceMember(msgspec.Struct, omit_defaults=True):
     cursor: str
     """Pass as ``cursor`` to resume the audience right after this subject."""
     withheld: dict[str, WithheldReason] = msgspec.field(default_factory=dict)
+    transformed: dict[str, str] = msgspec.field(default_factory=dict)
+    """Released field -> the transform the channel's policy put its value through (e.g. ``sha256_email``)."""
 
 
 class AudienceSummary(msgspec.Struct):
@@ -131,13 +133,11 @@ class CursorCodec:
 
     def signer(self, purpose: str, segment: str | None) -> Callable[[str], str]:
         """A function that makes the cursor of a subject for this purpose and segment."""
-        base = hmac.new(self._key, f"{purpose}\x00{segment or ''}\x00".encode(), hashlib.sha256)
+        key, prefix, one_shot = self._key, f"{purpose}\x00{segment or ''}\x00".encode(), hmac.digest
 
         def sign(subject_id: str) -> str:
-            mac = base.copy()
             raw = subject_id.encode()
-            mac.update(raw)
-            return f"{_b64(raw)}.{_b64(mac.digest()[:16])}"
+            return f"{_b64(raw)}.{_b64(one_shot(key, prefix + raw, 'sha256')[:16])}"
 
         return sign
 
@@ -166,6 +166,7 @@ class _Member:
     subject_id: str
     fields: dict[str, Any]
     withheld: dict[str, WithheldReason]
+    transformed: dict[str, str]
     audit: tuple[str, str]
     consent_event_id: str | None
 
@@ -191,12 +192,14 @@ class _Export:
     release_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     listed: int = 0
     _sign: Callable[[str], str] = field(init=False)
+    _planner: ReleasePlanner = field(init=False)
     _audit_json: dict[tuple[Any, ...], tuple[str, str]] = field(default_factory=dict)
     _encoder: msgspec.json.Encoder = field(default_factory=msgspec.json.Encoder)
     _last_listed: str | None = None
 
     def __post_init__(self) -> None:
         self._sign = self.service.cursors.signer(self.purpose, self.segment)
+        self._planner = ReleasePlanner(self.service.policy, self.purpose, self.caller.channel)
 
     def _page_size(self) -> int:
         if self.limit is None:
@@ -230,7 +233,7 @@ class _Export:
         return _Page(members, last, now)
 
     def _decide(self, profile: StoredProfile, views: dict[str, Any], now: datetime) -> _Member | None:
-        decision = decide(self.service.policy, self.purpose, profile.fields, views.get(profile.subject_id), now)
+        decision = self._planner.decide(profile.fields, views.get(profile.subject_id), now)
         if not decision.released:
             return None
         withheld = {w.field: w.reason for w in decision.withheld}
@@ -243,7 +246,9 @@ class _Export:
             )
             if len(self._audit_json) < _AUDIT_JSON_CACHE:
                 self._audit_json[key] = audit
-        return _Member(profile.subject_id, decision.released, withheld, audit, decision.consent_event_id)
+        return _Member(
+            profile.subject_id, decision.released, withheld, decision.transformed, audit, decision.consent_event_id
+        )
 
     async def audit(self, page: _Page, *, first: bool) -> None:
         """Commit the page's audit rows (and, with the first page, the export's own row) in one transaction."""
@@ -279,7 +284,8 @@ class _Export:
         buffer = bytearray()
         encode_into, sign = self._encoder.encode_into, self._sign
         for m in page.members:
-            encode_into(AudienceMember(m.subject_id, m.fields, sign(m.subject_id), m.withheld), buffer, -1)
+            member = AudienceMember(m.subject_id, m.fields, sign(m.subject_id), m.withheld, m.transformed)
+            encode_into(member, buffer, -1)
             buffer += b"\n"
         if page.members:
             self.listed += len(page.members)
@@ -296,15 +302,16 @@ class _Export:
     async def lines(self, page: _Page, limited: bool, path: str) -> AsyncIterator[bytes]:
         prefetch: asyncio.Task[_Page] | None = None
         try:
+            prefetch = self._prefetch_after(page, limited)
             while True:
-                if page.last is not None and not limited:
-                    prefetch = asyncio.create_task(self.fetch(page.last, self._page_size_after(page)))
                 if page.members:
                     yield self.encode(page)
                 if prefetch is None:
                     break
                 page, prefetch = await prefetch, None
                 limited = self._trim(page)
+                # The page after this one is fetched while this one's audit commits and its lines go out.
+                prefetch = self._prefetch_after(page, limited)
                 await self.audit(page, first=False)
             cursor = self._sign(self._last_listed) if limited and self._last_listed else None
             yield self._line(AudienceEnd(AudienceSummary(self.release_id, self.listed, not limited, cursor)))
@@ -320,6 +327,11 @@ class _Export:
         finally:
             if prefetch is not None:
                 prefetch.cancel()
+
+    def _prefetch_after(self, page: _Page, limited: bool) -> asyncio.Task[_Page] | None:
+        if page.last is None or limited:
+            return None
+        return asyncio.create_task(self.fetch(page.last, self._page_size_after(page)))
 
     def _page_size_after(self, page: _Page) -> int:
         if self.limit is None:

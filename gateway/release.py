@@ -19,7 +19,15 @@ from tillit.policy import Policy, Purpose
 from tillit.problems import Forbidden, Unprocessable
 from tillit.transforms import apply_transform
 
-__all__ = ["ConsentView", "Decision", "Withheld", "WithheldReason", "check_channel_purpose", "decide"]
+__all__ = [
+    "ConsentView",
+    "Decision",
+    "ReleasePlanner",
+    "Withheld",
+    "WithheldReason",
+    "check_channel_purpose",
+    "decide",
+]
 
 WithheldReason = Literal[
     "category_not_permitted",
@@ -121,3 +129,61 @@ def decide(
     relied_on = consent.event_id if consent is not None and basis_failure is None and released else None
     transformed = {name: transforms[name] for name in released if name in transforms}
     return Decision(released=released, withheld=withheld, consent_event_id=relied_on, transformed=transformed)
+
+
+class _Plan(msgspec.Struct, frozen=True):
+    kept: tuple[tuple[str, str | None], ...]
+    """Released fields in order, each with the transform its value goes through (None: as it is)."""
+    withheld: tuple[Withheld, ...]
+    transformed: dict[str, str]
+
+
+class ReleasePlanner:
+    """:func:`decide` for many profiles of one purpose and channel (an audience), with the same answers.
+
+    Which fields are released, withheld (and why) or transformed depends only on the profile's field
+    names and on whether the legal basis holds, so that verdict is worked out once per distinct pair and
+    only the values are copied per profile. At most ``max_plans`` pairs are kept.
+    """
+
+    def __init__(self, policy: Policy, purpose: str, channel: str | None = None, max_plans: int = 4096) -> None:
+        self._policy = policy
+        self._purpose = purpose
+        self._transforms = (
+            policy.channels[channel].transforms if channel is not None and channel in policy.channels else {}
+        )
+        self._max_plans = max_plans
+        self._plans: dict[tuple[tuple[str, ...], WithheldReason | None], _Plan] = {}
+
+    def decide(self, profile: Mapping[str, Any], consent: ConsentView | None, now: datetime) -> Decision:
+        failure = _basis_failure(self._policy, self._purpose, consent, now)
+        key = (tuple(profile), failure)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(key[0], failure)
+            if len(self._plans) < self._max_plans:
+                self._plans[key] = plan
+        released = {
+            name: profile[name] if transform is None else apply_transform(transform, profile[name])
+            for name, transform in plan.kept
+        }
+        relied_on = consent.event_id if consent is not None and failure is None and released else None
+        return Decision(released, list(plan.withheld), relied_on, plan.transformed)
+
+    def _plan(self, names: tuple[str, ...], failure: WithheldReason | None) -> _Plan:
+        policy = self._policy
+        may_use = set(policy.purposes[self._purpose].may_use)
+        kept: list[tuple[str, str | None]] = []
+        withheld: list[Withheld] = []
+        for name in sorted(names):
+            field = policy.fields.get(name) or policy.traits.get(name)
+            if field is None:
+                withheld.append(Withheld(name, "field_not_in_policy"))
+            elif field.category not in may_use:
+                withheld.append(Withheld(name, "category_not_permitted"))
+            elif failure is not None:
+                withheld.append(Withheld(name, failure))
+            else:
+                kept.append((name, self._transforms.get(name)))
+        transformed = {name: transform for name, transform in kept if transform is not None}
+        return _Plan(tuple(kept), tuple(withheld), transformed)

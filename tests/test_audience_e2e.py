@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -127,10 +128,15 @@ def test_only_consented_subjects_are_listed_with_only_their_releasable_fields(
 def test_ads_gets_only_the_email_of_those_who_consented_to_ads(
     stack: RunningPlatform, shoppers: dict[str, str]
 ) -> None:
-    listed = members_by_subject(audience(stack, ADS, channel="ads"))
+    response = audience(stack, ADS, channel="ads")
+    listed = members_by_subject(response)
     assert shoppers["consented"] in listed
     assert shoppers["consented_too"] not in listed
-    assert listed[shoppers["consented"]]["fields"] == {"email": "astrid@example.com"}
+    # Customer match on the hashed e-mail only, as the ads channel's policy says (never the address).
+    astrid = listed[shoppers["consented"]]
+    assert astrid["fields"] == {"email": hashlib.sha256(b"astrid@example.com").hexdigest()}
+    assert astrid["transformed"] == {"email": "sha256_email"}
+    assert "astrid@example.com" not in response.text
     assert_problem(audience(stack, EMAIL, channel="ads"), 403, "purpose-not-registered")
 
 

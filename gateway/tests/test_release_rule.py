@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.release import ConsentView, decide
+from gateway.release import ConsentView, ReleasePlanner, decide
 from tillit.policy import load_policy
 from tillit.settings import REPO_ROOT
 
@@ -66,3 +66,39 @@ def test_a_withheld_field_is_not_named_as_transformed_and_other_channels_get_pla
     assert (withheld.released, withheld.transformed) == ({}, {})
     plain = decide(POLICY, "marketing.communications.email", {"email": "a@example.com"}, given(), NOW, channel="email")
     assert (plain.released, plain.transformed) == ({"email": "a@example.com"}, {})
+
+
+CONSENTS = [
+    given(),
+    None,
+    given(status="withdrawn", active=False),
+    given(expires_at=NOW - timedelta(seconds=1)),
+    given(status="pending", active=False),
+    given(active=False, needs_reconsent=True),
+]
+PROFILES = [
+    PROFILE,
+    {"email": " Mia.Virtanen@example.com", "first_name": "Mia Liisa", "phone": "+3725551234"},
+    {"favourite_brands": ["Acne", "Filippa K"], "email": "b@example.com", "shoe_size": 41},
+    {},
+    {"style": "street"},
+]
+
+
+@pytest.mark.parametrize(
+    ("purpose", "channel"),
+    [
+        (PROFILED, None),
+        (PROFILED, "web"),
+        ("marketing.advertising.third_party.targeted", "ads"),
+        ("marketing.communications.email", "email"),
+        ("essential.service.notifications.email", "email"),
+    ],
+)
+def test_the_planner_of_an_audience_decides_exactly_as_the_release_rule(purpose: str, channel: str | None) -> None:
+    """Plans are cached by field names and basis: every profile, twice over, must still match ``decide``."""
+    planner = ReleasePlanner(POLICY, purpose, channel, max_plans=3)
+    for _ in range(2):
+        for consent in CONSENTS:
+            for profile in PROFILES:
+                assert planner.decide(profile, consent, NOW) == decide(POLICY, purpose, profile, consent, NOW, channel)
