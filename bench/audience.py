@@ -39,8 +39,9 @@ from typing import Any, Final
 import asyncpg
 import httpx
 
-from bench._load import machine_info
+from bench._load import machine_info, process_tree_cpu_seconds
 from bench._report import command_line, emit_report, print_machine
+from bench.consent import PySpy, _py_spy, postmaster_pid, summarize_profile
 from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
 from tillit.testing import POSTGRES_URL
@@ -76,6 +77,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--consented", type=float, default=0.8, help="share with a given consent (default 0.8)")
     parser.add_argument("--rounds", type=int, default=1, help="gateway streams, each between two baselines")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="py-spy the gateway's and both services' workers during the last stream"
+    )
     return parser.parse_args(argv)
 
 
@@ -223,8 +227,9 @@ def gateway_worker_hwm_kb(root: int) -> int:
     return max(peaks, default=0)
 
 
-def stream_audience(running: RunningPlatform, expected: int) -> dict[str, Any]:
+def stream_audience(running: RunningPlatform, expected: int, cpu_roots: dict[str, int]) -> dict[str, Any]:
     gateway_pid = running.platform.processes["gateway"].pid
+    cpu_before = process_tree_cpu_seconds(cpu_roots) or {}
     lines = 0
     size = 0
     tail = b""
@@ -246,6 +251,7 @@ def stream_audience(running: RunningPlatform, expected: int) -> dict[str, Any]:
                 size += len(chunk)
                 tail = (tail + chunk)[-2000:]
         seconds = time.perf_counter() - started
+    cpu_after = process_tree_cpu_seconds(cpu_roots) or {}
     last = json.loads(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
     problem = None
     if "end" not in last or not last["end"]["complete"] or last["end"]["subjects"] != expected:
@@ -265,6 +271,9 @@ def stream_audience(running: RunningPlatform, expected: int) -> dict[str, Any]:
         "rss_mb_second_half_peak": round(second_peak / 1024, 1),
         "rss_flat": second_peak <= first_peak * 1.1 + 10 * 1024,
         "release_id": last.get("end", {}).get("release_id"),
+        "cpu_us_per_profile": {
+            name: round(1e6 * (cpu_after[name] - cpu_before[name]) / max(lines - 1, 1), 2) for name in cpu_after
+        },
         "problem": problem,
     }
 
@@ -281,6 +290,23 @@ async def audited(connection: asyncpg.Connection, gateway_schema: str, release_i
 # --- the run ---------------------------------------------------------------------------------------
 
 
+def start_profile(running: RunningPlatform, directory: str) -> dict[str, PySpy]:
+    """py-spy on the gateway's and both services' workers (the biggest process of each tree)."""
+    executable = _py_spy()
+    if executable is None:
+        log("py-spy is not installed; no profile (pip install py-spy)")
+        return {}
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    spies = {}
+    for name in ("gateway", "consent", "preferences"):
+        root = running.platform.processes[name].pid
+        worker = max([root, *_descendants(root)], key=lambda pid: _memory_kb(pid).get("VmRSS", 0))
+        spies[name] = PySpy(executable, worker, Path(directory) / f"{name}-audience.txt")
+    log(f"profiling the stream: py-spy on gateway, consent, preferences -> {directory}")
+    time.sleep(1.0)  # attached before the stream starts
+    return spies
+
+
 def measure(running: RunningPlatform, args: argparse.Namespace) -> dict[str, Any]:
     settings = running.platform.settings
     consent, preferences = settings["consent"].database_schema, settings["preferences"].database_schema
@@ -294,6 +320,11 @@ def measure(running: RunningPlatform, args: argparse.Namespace) -> dict[str, Any
 
     loop = asyncio.new_event_loop()
     connection = loop.run_until_complete(connect())
+    cpu_roots = {name: running.platform.processes[name].pid for name in ("gateway", "consent", "preferences")}
+    postmaster = postmaster_pid(loop.run_until_complete(connection.fetchval("SELECT pg_backend_pid()")))
+    if postmaster is not None:
+        cpu_roots["postgres"] = postmaster
+    profile: dict[str, Any] = {}
     try:
         log(f"seeding {args.subjects:,} shoppers with COPY")
         started = time.perf_counter()
@@ -307,7 +338,13 @@ def measure(running: RunningPlatform, args: argparse.Namespace) -> dict[str, Any
             if baselines[-1]["rows"] != expected:
                 problems.append(f"the baseline COPY gave {baselines[-1]['rows']} rows, expected {expected}")
             log(f"round {round_ + 1}: gateway stream")
-            stream = stream_audience(running, expected)
+            spies = start_profile(running, args.profile) if args.profile and round_ == args.rounds - 1 else {}
+            try:
+                stream = stream_audience(running, expected, cpu_roots)
+            finally:
+                for spy in spies.values():
+                    spy.stop()
+            profile = {name: summarize_profile(spy.output) for name, spy in spies.items()} or profile
             streams.append(stream)
             if stream["problem"]:
                 problems.append(stream["problem"])
@@ -328,6 +365,7 @@ def measure(running: RunningPlatform, args: argparse.Namespace) -> dict[str, Any
         "streams": streams,
         "peak_rss_mb": round(hwm / 1024, 1),
         "problems": problems,
+        "profile": profile,
     }
 
 
@@ -376,6 +414,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"{stream['bytes'] / 1e6:,.1f} MB; RSS peak {stream['rss_mb_first_half_peak']} MB (first half) / "
             f"{stream['rss_mb_second_half_peak']} MB (second half): {'flat' if stream['rss_flat'] else 'GROWING'}"
         )
+        cpu = ", ".join(f"{name} {us:.1f}" for name, us in stream["cpu_us_per_profile"].items())
+        print(f"          CPU us per profile: {cpu}")
     rates = " ".join(f"{b['rows_per_second']:,.0f}" for b in report["baselines"])
     print(f"baseline: COPY (SELECT ...) TO STDOUT rows/s per run: {rates}")
     print(
@@ -388,6 +428,10 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"  {verdict['verdict']:<5}{verdict['metric']:<22}{verdict['value']:>12,.1f}  (target {verdict['target']})"
         )
+    for name, summary in report["profile"].items():
+        print(f"py-spy {name} ({summary.get('samples', 0)} samples), inclusive % by function:")
+        for function, share in list(summary.get("inclusive_by_function_pct", {}).items())[:18]:
+            print(f"  {share:5.1f}  {function}")
     print()
     if report["problems"]:
         print(f"ERRORS: {report['problems']}")

@@ -120,10 +120,17 @@ class AudienceFailure(msgspec.Struct):
 
 
 class CursorCodec:
-    """Opaque, tamper-evident resumption points: base64url(subject id) '.' base64url(HMAC-SHA256[:16])."""
+    """Opaque, tamper-evident resumption points: base64url(subject id) '.' base64url(MAC[:16]).
+
+    The MAC is keyed BLAKE2b (RFC 7693) over purpose, segment and subject id: one line of an audience
+    carries one cursor, and HMAC-SHA256 was a quarter of the gateway's CPU per line; BLAKE2b keyed is
+    a MAC by design at under half its cost. Cursors issued before (HMAC-SHA256, same layout) still
+    resume: a cursor is checked once per request, so checking both costs nothing.
+    """
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        self._blake_key = hashlib.sha256(b"tillit audience cursor blake2b\x00" + key).digest()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CursorCodec:
@@ -131,15 +138,23 @@ class CursorCodec:
         secret = load_private_key(settings.keys_dir, ACCESS_TOKEN_KEY).as_dict(private=True)["d"]
         return cls(hashlib.sha256(b"tillit audience cursor v1\x00" + str(secret).encode()).digest())
 
+    @staticmethod
+    def _scope(purpose: str, segment: str | None) -> bytes:
+        return f"{purpose}\x00{segment or ''}\x00".encode()
+
     def signer(self, purpose: str, segment: str | None) -> Callable[[str], str]:
         """A function that makes the cursor of a subject for this purpose and segment."""
-        key, prefix, one_shot = self._key, f"{purpose}\x00{segment or ''}\x00".encode(), hmac.digest
+        key, scope, blake2b = self._blake_key, self._scope(purpose, segment), hashlib.blake2b
 
         def sign(subject_id: str) -> str:
             raw = subject_id.encode()
-            return f"{_b64(raw)}.{_b64(one_shot(key, prefix + raw, 'sha256')[:16])}"
+            return f"{_b64(raw)}.{_b64(blake2b(scope + raw, key=key, digest_size=16).digest())}"
 
         return sign
+
+    def _legacy_cursor(self, subject_id: str, purpose: str, segment: str | None) -> str:
+        raw = subject_id.encode()
+        return f"{_b64(raw)}.{_b64(hmac.digest(self._key, self._scope(purpose, segment) + raw, 'sha256')[:16])}"
 
     def subject_after(self, cursor: str, purpose: str, segment: str | None) -> str:
         """The subject a cursor resumes after; 422 if it was altered or made for another audience."""
@@ -148,7 +163,11 @@ class CursorCodec:
             subject_id = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
         except (binascii.Error, UnicodeDecodeError, ValueError):
             subject_id = ""
-        if not subject_id or not hmac.compare_digest(self.signer(purpose, segment)(subject_id), cursor):
+        genuine = bool(subject_id) and (
+            hmac.compare_digest(self.signer(purpose, segment)(subject_id), cursor)
+            or hmac.compare_digest(self._legacy_cursor(subject_id, purpose, segment), cursor)
+        )
+        if not genuine:
             raise Unprocessable(
                 "the cursor is not one this gateway issued for this purpose and segment; "
                 "resume with the cursor of a line of the same audience, or start without one",
@@ -157,8 +176,12 @@ class CursorCodec:
         return subject_id
 
 
+_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
+
+
 def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    """base64url without padding (as ``base64.urlsafe_b64encode`` and a strip, in fewer calls)."""
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 @dataclass(slots=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,3 +78,20 @@ def test_a_cursor_resumes_only_the_audience_it_was_issued_for() -> None:
             codec.subject_after(forged, EMAIL, None)
     with pytest.raises(Unprocessable):
         CursorCodec(b"x" * 32).subject_after(cursor, EMAIL, None)
+
+
+def test_cursors_issued_with_the_earlier_hmac_still_resume_only_their_audience() -> None:
+    """Streams under way when the cursor MAC moved to keyed BLAKE2b keep resuming; forgeries still fail."""
+    key = b"k" * 32
+    raw = b"shopper-astrid"
+    mac = hmac.new(key, f"{EMAIL}\x00\x00".encode() + raw, hashlib.sha256).digest()[:16]
+    legacy = (
+        f"{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    )
+    codec = CursorCodec(key)
+    assert codec.signer(EMAIL, None)("shopper-astrid") != legacy
+    assert codec.subject_after(legacy, EMAIL, None) == "shopper-astrid"
+    with pytest.raises(Unprocessable):
+        codec.subject_after(legacy, EMAIL, "jeans")
+    with pytest.raises(Unprocessable):
+        CursorCodec(b"x" * 32).subject_after(legacy, EMAIL, None)
