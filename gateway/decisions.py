@@ -104,6 +104,16 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
 
 
+class _RawCandidates(msgspec.Struct):
+    """The candidates of a decision body as the caller sent them (the body already passed
+    :class:`DecisionBody`): forwarded to the rules service as they are, not encoded again."""
+
+    candidates: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_raw_candidates = msgspec.json.Decoder(_RawCandidates).decode
+
+
 @functools.cache
 def _assignment_secret(keys_dir: Path) -> bytes:
     secret = load_private_key(keys_dir, LINK_KEY).as_dict(private=True)["d"]
@@ -122,8 +132,15 @@ class DecisionService:
         self.keys_dir = keys_dir
 
     async def decide(
-        self, caller: Caller, subject_id: str, purpose: str, context: DecisionContext, body: DecisionBody | None = None
+        self,
+        caller: Caller,
+        subject_id: str,
+        purpose: str,
+        context: DecisionContext,
+        candidates: msgspec.Raw | None = None,
+        limit: int | None = None,
     ) -> SubjectDecision:
+        """``candidates``: the JSON array of :class:`CandidateProduct` the caller sent, already checked."""
         release, record = await self.gateway.prepare_release(caller, subject_id, purpose, scope=DECISIONS_SCOPE)
         request: dict[str, Any] = {
             "purpose": purpose,
@@ -131,11 +148,10 @@ class DecisionService:
             "context": context,
             "assignment_key": assignment_key(self.keys_dir, subject_id),
         }
-        if body is not None:
-            if body.candidates is not None:
-                request["candidates"] = body.candidates
-            if body.limit is not None:
-                request["limit"] = body.limit
+        if candidates is not None:
+            request["candidates"] = candidates
+        if limit is not None:
+            request["limit"] = limit
         answer = await self.upstream.decide(request)
         await self.gateway.audit.record(record)
         return SubjectDecision(
@@ -232,9 +248,12 @@ class DecisionController(Controller):
         data: DecisionBody,
         caller: Caller,
         decisions: DecisionService,
+        request: Request[Any, Any, Any],
     ) -> SubjectDecision:
         slots = list(dict.fromkeys([*data.context.slots, *data.slots]))
         if len(slots) > _MAX_SLOTS:
             raise Unprocessable(f"at most {_MAX_SLOTS} slots in all (context.slots and slots)", slug="too-many-slots")
         context = msgspec.structs.replace(data.context, slots=slots)
-        return await decisions.decide(caller, subject_id, purpose, context, data)
+        # ``data`` was decoded from these bytes, so its candidates are exactly those checked.
+        candidates = _raw_candidates(await request.body()).candidates if data.candidates is not None else None
+        return await decisions.decide(caller, subject_id, purpose, context, candidates, data.limit)

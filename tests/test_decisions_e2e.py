@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from sqlalchemy import inspect, text
 
@@ -208,6 +209,22 @@ def test_bad_decision_requests_are_refused(stack: RunningPlatform) -> None:
         headers={**stack.auth("web"), "content-type": "text/plain"},
     )
     assert plain.status_code == 415
+
+
+def test_the_candidates_ranked_are_those_the_gateway_checked(stack: RunningPlatform) -> None:
+    """The gateway forwards the candidates' bytes as sent: the same list its decoder kept (the last of
+    a repeated key), never another part of the body."""
+    subject = stack.new_shopper(ASTRID, consents=((PROFILED, "give"),))
+    first = msgspec.json.encode([product("first-1", "Hope", "jeans")])
+    second = msgspec.json.encode([product("second-1", "Arket", "coats"), product("second-2", "Hope", "jeans")])
+    response = httpx.post(
+        f"{stack.gateway}/v1/subjects/{subject}/decisions",
+        params={"purpose": PROFILED},
+        content=b'{"candidates": ' + first + b', "limit": 5, "candidates": ' + second + b"}",
+        headers={**stack.auth("web"), "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["products"]) == ["second-1", "second-2"]
 
 
 def _auditor(stack: RunningPlatform) -> dict[str, str]:
