@@ -32,6 +32,7 @@ from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
 from tillit.keys import LINK_KEY, load_private_key
+from tillit.list_patterns import ListPattern
 from tillit.problems import Unprocessable, problem_responses
 from tillit.types import SubjectIdPath
 
@@ -78,10 +79,14 @@ class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
+_CANDIDATE_ID: Final = ListPattern(_ID)
+
+
 class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A product the shop would show (e.g. from its recommender); the rules filter and reorder them."""
 
-    id: Annotated[str, msgspec.Meta(pattern=_ID)]
+    id: Annotated[str, _CANDIDATE_ID.meta]
+    """Held to ``_ID`` by :class:`DecisionBody`, for all candidates at once."""
     brand: Text
     category: Text
     department: Text
@@ -102,6 +107,10 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     )
     candidates: Annotated[list[CandidateProduct], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.candidates:
+            _CANDIDATE_ID.check([product.id for product in self.candidates], "$.candidates[{}].id".format)
 
 
 class _RawCandidates(msgspec.Struct):

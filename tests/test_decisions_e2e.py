@@ -200,6 +200,8 @@ def test_bad_decision_requests_are_refused(stack: RunningPlatform) -> None:
     assert_problem(decide(stack, subject, too_many), 400, "validation")
     assert_problem(decide(stack, subject, {"context": {"weather": "rain"}}), 400, "validation")
     assert_problem(decide(stack, subject, {"candidates": [{"id": "x"}]}), 400, "validation")
+    bad_id = {"candidates": [product("p1", "Hope", "jeans"), product("p 2", "Hope", "jeans")]}
+    assert assert_problem(decide(stack, subject, bad_id), 400, "validation")["detail"].endswith("`$.candidates[1].id`")
     slots = {"context": {"slots": [f"s{n}" for n in range(10)]}, "slots": ["extra"]}
     assert_problem(decide(stack, subject, slots), 422, "too-many-slots")
     plain = httpx.post(

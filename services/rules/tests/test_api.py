@@ -91,6 +91,11 @@ def test_bad_definitions_and_requests_are_4xx_problems(client: Client) -> None:
         "/v1/decide", json={"purpose": PROFILED, "profile": {}, "candidates": [product] * 501}, headers=headers
     )
     assert "length <= 500" in problem(huge, 400, "validation")
+    for bad in ("-p2", "p 2", "p2\n\n", "p" * 65, ""):
+        body = {"purpose": PROFILED, "profile": {}, "candidates": [product, {**product, "id": bad}]}
+        refused = test_client.post("/v1/decide", json=body, headers=headers)
+        assert "matching regex" in problem(refused, 400, "validation")
+        assert refused.json()["detail"].endswith("at `$.candidates[1].id`")
     assert test_client.get("/v1/definitions/rule/nothing", headers=headers).status_code == 404
 
 
