@@ -82,8 +82,12 @@ Text = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _CANDIDATE_ID: Final = ListPattern(_ID)
 
 
-class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them."""
+class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them.
+
+    ``gc=False``: up to 500 per request, never part of a reference cycle (text, numbers, a list of
+    text), so the garbage collector need not count or walk them.
+    """
 
     id: Annotated[str, _CANDIDATE_ID.meta]
     """Held to ``_ID`` by :class:`DecisionBody`, for all candidates at once."""

@@ -77,8 +77,12 @@ PRODUCT_IDS: Final = ListPattern(PRODUCT_ID_PATTERN)
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class Product(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """A candidate product: what rules may read (``product.<attribute>``). Prices in whole SEK."""
+class Product(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """A candidate product: what rules may read (``product.<attribute>``). Prices in whole SEK.
+
+    ``gc=False``: up to 500 per decision, never part of a reference cycle, so the garbage collector
+    need not count or walk them.
+    """
 
     id: Annotated[str, PRODUCT_IDS.meta]
     """Held to the pattern by the Struct with the list (see :data:`PRODUCT_IDS`)."""
