@@ -3,6 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python -m bench.decisions [--json] [--seconds 5] [--rounds 4] [--concurrency 32] [--shoppers 2000]
+                                        [--profile DIR]
 
 (about two minutes with the defaults).
 
@@ -21,6 +22,9 @@ content slot with an A/B experiment. Two sides are then loaded in alternating ro
     The baseline: ``GET /v1/subjects/{id}/profile`` for the same purpose (what ``bench.gateway``
     measures), against the same processes.
 
+``--profile DIR`` then records the gateway's and the rules service's workers with py-spy under
+decision load, and the gateway's under release load (not measured for the ratios; stacks go to DIR).
+
 Targets (the issue's): decision throughput ≥ 50 % of the release's, p99 ≤ 40 ms. Printed as PASS or
 MISS (a miss does not fail the run); a wrong or failed answer does (exit 1).
 """
@@ -28,6 +32,7 @@ MISS (a miss does not fail the run); a wrong or failed answer does (exit 1).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import sys
 import tempfile
@@ -41,9 +46,31 @@ import asyncpg
 import httpx
 import msgspec
 
-from bench._load import Load, LoadResult, Target, alternate_rounds, fast_load_client, machine_info, merge, run
+from bench._load import (
+    Load,
+    LoadResult,
+    Target,
+    alternate_rounds,
+    fast_load_client,
+    machine_info,
+    merge,
+    run,
+    run_load,
+)
 from bench._report import command_line, emit_report, print_errors, print_machine, print_targets
-from bench.consent import Problems, _postmaster, _ratio, _status_problem, _verdict, log
+from bench.consent import (
+    _PLUMBING,
+    Problems,
+    PySpy,
+    _descendants,
+    _postmaster,
+    _py_spy,
+    _ratio,
+    _status_problem,
+    _verdict,
+    log,
+    summarize_profile,
+)
 from bench.gateway import CHANNEL, PURPOSE, Seeded, cycling, release_check, seed
 from bench.preferences import BRANDS, CATEGORIES
 from tests.platform import RunningPlatform, postgres_available, running_platform
@@ -224,6 +251,7 @@ class Context:
     problems: Problems = field(default_factory=Problems)
     sample: dict[str, Any] = field(default_factory=dict)
     body_bytes: int = 0
+    profile: dict[str, Any] = field(default_factory=dict)
 
 
 def targets(context: Context) -> dict[str, list[Target]]:
@@ -285,7 +313,7 @@ async def measure(context: Context) -> dict[str, list[LoadResult]]:
         def pids_of(side: str) -> Callable[[], dict[str, int]]:
             return lambda: {name: context.pids[name] for name in PROCESSES[side] if name in context.pids}
 
-        return await alternate_rounds(
+        measured = await alternate_rounds(
             loads,
             rounds=args.rounds,
             seconds=args.seconds,
@@ -294,6 +322,43 @@ async def measure(context: Context) -> dict[str, list[LoadResult]]:
             record=context.problems.add_result,
             log=log,
         )
+        if args.profile:
+            context.profile = await profile_workers(context, by_side, client)
+        return measured
+
+
+def _worker(pid: int) -> int:
+    """The busiest process under ``pid`` (granian's worker), else ``pid`` itself."""
+    workers = _descendants(pid) or {pid: 0}
+    return max(workers, key=lambda child: workers[child])
+
+
+async def profile_workers(context: Context, by_side: Mapping[str, Sequence[Target]], client: Any) -> dict[str, Any]:
+    """py-spy on the gateway's and the rules service's workers under load (not used for ratios)."""
+    executable = _py_spy()
+    if executable is None:
+        log("py-spy is not installed; no profile (pip install py-spy)")
+        return {}
+    directory = Path(context.args.profile)
+    summaries: dict[str, Any] = {"directory": str(directory)}
+    for side, services in (("decision", ("gateway", "rules")), ("release", ("gateway",))):
+        spies = {}
+        for service in services:
+            output = directory / f"{side}-{service}.txt"
+            log(f"profiling      {side:<8} {service:<8} py-spy -> {output}")
+            spies[service] = PySpy(executable, _worker(context.pids[service]), output)
+        await asyncio.sleep(1.0)  # attached before the load starts
+        try:
+            result = await run_load(
+                client, by_side[side], concurrency=context.args.concurrency, seconds=context.args.profile_seconds
+            )
+            context.problems.add_result(f"profile {side}", result)
+        finally:
+            for spy in spies.values():
+                spy.stop()
+        for service, spy in spies.items():
+            summaries[f"{side} {service}"] = summarize_profile(spy.output)
+    return summaries
 
 
 def build_report(
@@ -358,6 +423,7 @@ def build_report(
         },
         "results": results,
         "targets": verdicts,
+        **({"profile": context.profile} if context.profile else {}),
         "errors": {
             "total": context.problems.total,
             "by_phase": context.problems.counts,
@@ -391,7 +457,26 @@ def print_report(report: dict[str, Any]) -> None:
         )
     print()
     print_targets(report, scenario_width=10)
+    if report.get("profile"):
+        print()
+        print_profile(report["profile"])
     print_errors(report)
+
+
+def print_profile(profile: Mapping[str, Any]) -> None:
+    print(f"py-spy profiles of the workers (stacks in {profile['directory']})")
+    for name, summary in profile.items():
+        if not isinstance(summary, dict) or not summary.get("samples"):
+            continue
+        print(f"  {name}: {summary['samples']} samples")
+        for title, key, count in (
+            ("self by package", "self_by_package_pct", 10),
+            ("inclusive by function", "inclusive_by_function_pct", 25),
+        ):
+            parts = [(part, pct) for part, pct in summary[key].items() if part not in _PLUMBING][:count]
+            print(f"    {title}:")
+            for part, pct in parts:
+                print(f"      {pct:5.1f}%  {part}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -403,10 +488,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up per side (default 2)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--shoppers", type=int, default=2_000, help="shoppers seeded (default 2000)")
+    parser.add_argument("--profile", metavar="DIR", help="afterwards, py-spy the gateway and rules; stacks to DIR")
+    parser.add_argument("--profile-seconds", type=float, default=5.0, help="load per profiled side (default 5)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.warmup < 0 or min(args.rounds, args.concurrency, args.shoppers) < 1:
-        parser.error("--seconds must be > 0, --warmup >= 0, --rounds, --concurrency and --shoppers >= 1")
+    if args.seconds <= 0 or args.warmup < 0 or args.profile_seconds <= 0:
+        parser.error("--seconds and --profile-seconds must be > 0, --warmup >= 0")
+    if min(args.rounds, args.concurrency, args.shoppers) < 1:
+        parser.error("--rounds, --concurrency and --shoppers must be >= 1")
     return args
 
 
@@ -423,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when every answer was the expected one (targets met or not), 1 otherwise."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     if not postgres_available():
         log("PostgreSQL does not answer on 127.0.0.1:5432")
         return 1

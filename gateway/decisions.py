@@ -32,6 +32,7 @@ from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
 from tillit.keys import LINK_KEY, load_private_key
+from tillit.list_patterns import ListPattern
 from tillit.problems import Unprocessable, problem_responses
 from tillit.types import SubjectIdPath
 
@@ -78,10 +79,18 @@ class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them."""
+_CANDIDATE_ID: Final = ListPattern(_ID)
 
-    id: Annotated[str, msgspec.Meta(pattern=_ID)]
+
+class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them.
+
+    ``gc=False``: up to 500 per request, never part of a reference cycle (text, numbers, a list of
+    text), so the garbage collector need not count or walk them.
+    """
+
+    id: Annotated[str, _CANDIDATE_ID.meta]
+    """Held to ``_ID`` by :class:`DecisionBody`, for all candidates at once."""
     brand: Text
     category: Text
     department: Text
@@ -103,6 +112,20 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     candidates: Annotated[list[CandidateProduct], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
 
+    def __post_init__(self) -> None:
+        if self.candidates:
+            _CANDIDATE_ID.check([product.id for product in self.candidates], "$.candidates[{}].id".format)
+
+
+class _RawCandidates(msgspec.Struct):
+    """The candidates of a decision body as the caller sent them (the body already passed
+    :class:`DecisionBody`): forwarded to the rules service as they are, not encoded again."""
+
+    candidates: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_raw_candidates = msgspec.json.Decoder(_RawCandidates).decode
+
 
 @functools.cache
 def _assignment_secret(keys_dir: Path) -> bytes:
@@ -122,8 +145,15 @@ class DecisionService:
         self.keys_dir = keys_dir
 
     async def decide(
-        self, caller: Caller, subject_id: str, purpose: str, context: DecisionContext, body: DecisionBody | None = None
+        self,
+        caller: Caller,
+        subject_id: str,
+        purpose: str,
+        context: DecisionContext,
+        candidates: msgspec.Raw | None = None,
+        limit: int | None = None,
     ) -> SubjectDecision:
+        """``candidates``: the JSON array of :class:`CandidateProduct` the caller sent, already checked."""
         release, record = await self.gateway.prepare_release(caller, subject_id, purpose, scope=DECISIONS_SCOPE)
         request: dict[str, Any] = {
             "purpose": purpose,
@@ -131,11 +161,10 @@ class DecisionService:
             "context": context,
             "assignment_key": assignment_key(self.keys_dir, subject_id),
         }
-        if body is not None:
-            if body.candidates is not None:
-                request["candidates"] = body.candidates
-            if body.limit is not None:
-                request["limit"] = body.limit
+        if candidates is not None:
+            request["candidates"] = candidates
+        if limit is not None:
+            request["limit"] = limit
         answer = await self.upstream.decide(request)
         await self.gateway.audit.record(record)
         return SubjectDecision(
@@ -232,9 +261,12 @@ class DecisionController(Controller):
         data: DecisionBody,
         caller: Caller,
         decisions: DecisionService,
+        request: Request[Any, Any, Any],
     ) -> SubjectDecision:
         slots = list(dict.fromkeys([*data.context.slots, *data.slots]))
         if len(slots) > _MAX_SLOTS:
             raise Unprocessable(f"at most {_MAX_SLOTS} slots in all (context.slots and slots)", slug="too-many-slots")
         context = msgspec.structs.replace(data.context, slots=slots)
-        return await decisions.decide(caller, subject_id, purpose, context, data)
+        # ``data`` was decoded from these bytes, so its candidates are exactly those checked.
+        candidates = _raw_candidates(await request.body()).candidates if data.candidates is not None else None
+        return await decisions.decide(caller, subject_id, purpose, context, candidates, data.limit)

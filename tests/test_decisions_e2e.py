@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from sqlalchemy import inspect, text
 
@@ -199,6 +200,8 @@ def test_bad_decision_requests_are_refused(stack: RunningPlatform) -> None:
     assert_problem(decide(stack, subject, too_many), 400, "validation")
     assert_problem(decide(stack, subject, {"context": {"weather": "rain"}}), 400, "validation")
     assert_problem(decide(stack, subject, {"candidates": [{"id": "x"}]}), 400, "validation")
+    bad_id = {"candidates": [product("p1", "Hope", "jeans"), product("p 2", "Hope", "jeans")]}
+    assert assert_problem(decide(stack, subject, bad_id), 400, "validation")["detail"].endswith("`$.candidates[1].id`")
     slots = {"context": {"slots": [f"s{n}" for n in range(10)]}, "slots": ["extra"]}
     assert_problem(decide(stack, subject, slots), 422, "too-many-slots")
     plain = httpx.post(
@@ -208,6 +211,22 @@ def test_bad_decision_requests_are_refused(stack: RunningPlatform) -> None:
         headers={**stack.auth("web"), "content-type": "text/plain"},
     )
     assert plain.status_code == 415
+
+
+def test_the_candidates_ranked_are_those_the_gateway_checked(stack: RunningPlatform) -> None:
+    """The gateway forwards the candidates' bytes as sent: the same list its decoder kept (the last of
+    a repeated key), never another part of the body."""
+    subject = stack.new_shopper(ASTRID, consents=((PROFILED, "give"),))
+    first = msgspec.json.encode([product("first-1", "Hope", "jeans")])
+    second = msgspec.json.encode([product("second-1", "Arket", "coats"), product("second-2", "Hope", "jeans")])
+    response = httpx.post(
+        f"{stack.gateway}/v1/subjects/{subject}/decisions",
+        params={"purpose": PROFILED},
+        content=b'{"candidates": ' + first + b', "limit": 5, "candidates": ' + second + b"}",
+        headers={**stack.auth("web"), "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["products"]) == ["second-1", "second-2"]
 
 
 def _auditor(stack: RunningPlatform) -> dict[str, str]:

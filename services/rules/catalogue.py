@@ -13,10 +13,13 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from tillit.list_patterns import ListPattern
+
 __all__ = [
     "BRANDS",
     "CATALOGUE_SIZE",
     "DEPARTMENTS",
+    "PRODUCT_IDS",
     "Catalogue",
     "Category",
     "Department",
@@ -67,14 +70,22 @@ BRANDS: Final = (
 PRICE_BANDS: Final = {"Gucci": (1_800, 9_000), "Armani": (1_200, 6_000)}
 TAGS: Final = ("new", "organic", "recycled", "bestseller", "limited", "vegan", "waterproof", "slim", "relaxed")
 
-ProductId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+PRODUCT_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+ProductId = Annotated[str, msgspec.Meta(pattern=PRODUCT_ID_PATTERN)]
+PRODUCT_IDS: Final = ListPattern(PRODUCT_ID_PATTERN)
+"""A :class:`Product`'s id: a list of candidates holds them all to the pattern at once."""
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class Product(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """A candidate product: what rules may read (``product.<attribute>``). Prices in whole SEK."""
+class Product(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """A candidate product: what rules may read (``product.<attribute>``). Prices in whole SEK.
 
-    id: ProductId
+    ``gc=False``: up to 500 per decision, never part of a reference cycle, so the garbage collector
+    need not count or walk them.
+    """
+
+    id: Annotated[str, PRODUCT_IDS.meta]
+    """Held to the pattern by the Struct with the list (see :data:`PRODUCT_IDS`)."""
     brand: Name
     category: Name
     department: Name

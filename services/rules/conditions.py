@@ -32,6 +32,7 @@ __all__ = [
     "CONTEXT_TYPES",
     "MAX_DEPTH",
     "MAX_NODES",
+    "MISSING",
     "OPS",
     "PRODUCT_TYPES",
     "Condition",
@@ -41,9 +42,11 @@ __all__ = [
     "FieldType",
     "Scope",
     "Tri",
+    "comparison",
     "compile_condition",
     "describe",
     "field_references",
+    "reader",
     "segment_references",
 ]
 
@@ -472,33 +475,34 @@ def _check_all_reachable(children: list[Condition], path: str) -> None:
                     )
 
 
-_MISSING: Final = object()
+MISSING: Final = object()
+"""What :func:`reader` answers for an absent value (which makes a leaf unknown)."""
 
 
-def _reader(name: str) -> Callable[[Env], Any]:
-    """A function reading ``name`` from an env; ``_MISSING`` when absent."""
+def reader(name: str) -> Callable[[Env], Any]:
+    """A function reading ``name`` from an env; :data:`MISSING` when absent."""
     source, _, rest = name.partition(".")
     key, _, sub = rest.partition(".")
     if source == "product":
-        return lambda env: getattr(env.product, key, _MISSING)
+        return lambda env: getattr(env.product, key, MISSING)
     if source == "context":
-        return lambda env: _none_missing(env.context.get(key, _MISSING))
+        return lambda env: _none_missing(env.context.get(key, MISSING))
 
     if not sub:
-        return lambda env: env.profile.get(key, _MISSING)
+        return lambda env: env.profile.get(key, MISSING)
 
     def read_sub(env: Env) -> Any:
-        outer = env.profile.get(key, _MISSING)
-        return outer.get(sub, _MISSING) if isinstance(outer, dict) else _MISSING
+        outer = env.profile.get(key, MISSING)
+        return outer.get(sub, MISSING) if isinstance(outer, dict) else MISSING
 
     return read_sub
 
 
 def _none_missing(value: Any) -> Any:
-    return _MISSING if value is None else value
+    return MISSING if value is None else value
 
 
-def _test(op: str) -> Callable[[Any, Any], bool]:
+def comparison(op: str) -> Callable[[Any, Any], bool]:
     """``op`` on (actual, expected); raises TypeError on values it cannot compare."""
 
     def number(value: Any) -> float:
@@ -540,45 +544,14 @@ def _test(op: str) -> Callable[[Any, Any], bool]:
     return tests[op]
 
 
-def _product_leaf(attribute: str, op: str, expected: Any) -> Evaluator | None:
-    """A fast leaf over a product attribute with a constant: a product always has every attribute,
-    typed by its schema, and the constant's type was checked at save, so it is never unknown."""
-    if op == "eq":
-        return lambda env: getattr(env.product, attribute) == expected
-    if op == "ne":
-        return lambda env: getattr(env.product, attribute) != expected
-    if op in ("in", "not_in") and isinstance(expected, list):
-        members = frozenset(expected) if all(isinstance(item, str) for item in expected) else tuple(expected)
-        if op == "in":
-            return lambda env: getattr(env.product, attribute) in members
-        return lambda env: getattr(env.product, attribute) not in members
-    if op == "contains":
-        return lambda env: expected in getattr(env.product, attribute)
-    if attribute != "price" or not _is_number(expected):
-        return None
-    if op == "lt":
-        return lambda env: getattr(env.product, attribute) < expected
-    if op == "lte":
-        return lambda env: getattr(env.product, attribute) <= expected
-    if op == "gt":
-        return lambda env: getattr(env.product, attribute) > expected
-    if op == "gte":
-        return lambda env: getattr(env.product, attribute) >= expected
-    return None
-
-
 def _static_leaf(name: str, op: str, expected: Any) -> Evaluator:
-    if name.startswith("product."):
-        fast = _product_leaf(name.removeprefix("product."), op, expected)
-        if fast is not None:
-            return fast
-    read, test = _reader(name), _test(op)
+    read, test = reader(name), comparison(op)
     if isinstance(expected, list) and op in ("in", "not_in"):
         expected = list(expected)
 
     def evaluate(env: Env) -> Tri:
         actual = read(env)
-        if actual is _MISSING:
+        if actual is MISSING:
             return None
         try:
             return bool(test(actual, expected))
@@ -589,11 +562,11 @@ def _static_leaf(name: str, op: str, expected: Any) -> Evaluator:
 
 
 def _dynamic_leaf(name: str, op: str, source: str) -> Evaluator:
-    read, read_expected, test = _reader(name), _reader(source), _test(op)
+    read, read_expected, test = reader(name), reader(source), comparison(op)
 
     def evaluate(env: Env) -> Tri:
         actual, expected = read(env), read_expected(env)
-        if actual is _MISSING or expected is _MISSING:
+        if actual is MISSING or expected is MISSING:
             return None
         try:
             return bool(test(actual, expected))

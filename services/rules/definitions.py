@@ -39,6 +39,7 @@ from services.rules.conditions import (
     describe,
     segment_references,
 )
+from services.rules.selection import ProductSelector, compile_selector
 from tillit.policy import Policy
 from tillit.problems import Unprocessable
 from tillit.types import PurposeKey
@@ -179,7 +180,8 @@ class CompiledRule:
     version: int
     definition: RuleDefinition
     when: Evaluator | None
-    match: Evaluator | None
+    select: ProductSelector | None
+    """The ``match`` over a whole candidate list (see :mod:`services.rules.selection`)."""
     why: str = ""
     """`` (applies: segment sale-seeker)`` for reasons; empty for a rule that always applies."""
 
@@ -307,9 +309,12 @@ def compile_definition(
     if isinstance(definition, RuleDefinition):
         _check_rule_shape(definition)
         rule_when = condition(definition.when, "when") if definition.when else None
-        match = condition(definition.match, "match", "product") if definition.match else None
+        select = None
+        if definition.match is not None:
+            condition(definition.match, "match", "product")  # the checks; the selector evaluates it
+            select = compile_selector(definition.match)
         why = f" (applies: {describe(definition.when)})" if definition.when is not None else ""
-        return CompiledRule(definition.key, version, definition, rule_when, match, why)
+        return CompiledRule(definition.key, version, definition, rule_when, select, why)
     names = [variant.key for variant in definition.variants]
     if len(set(names)) != len(names):
         raise DefinitionRejected("variants", "variant keys must be unique")

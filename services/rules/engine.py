@@ -39,7 +39,14 @@ from services.rules.definitions import (
 from services.rules.exposures import ExposureCounter
 from services.rules.merchandising import apply_rules
 from services.rules.models import Definition as DefinitionRow
-from services.rules.schemas import Decision, DecisionContext, DecisionReason, DecisionRequest
+from services.rules.schemas import (
+    Decision,
+    DecisionContext,
+    DecisionReason,
+    DecisionRequest,
+    Evaluation,
+    EvaluationRequest,
+)
 from tillit.policy import Policy
 
 __all__ = [
@@ -161,6 +168,11 @@ class Engine:
         """The segments a visit is in (only *true* matches), and its env."""
         env = self.env(purpose, profile, context)
         return [key for key in self.purpose(purpose).segments if env.segment(key) is True], env
+
+    def evaluate(self, request: EvaluationRequest) -> Evaluation:
+        """The segments an already-filtered profile falls into (no visit context)."""
+        matched, _ = self.segments(request.purpose, request.profile, {})
+        return Evaluation(purpose=request.purpose, segments=matched)
 
     def decide(self, request: DecisionRequest) -> Decision:
         context = _context(request.context, self.catalogue)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from services.rules.catalogue import Product
+from services.rules.catalogue import PRODUCT_IDS, Product
 from services.rules.conditions import Condition
 from services.rules.definitions import Title
 from tillit.types import ProfileFieldName, PurposeKey
@@ -137,6 +137,10 @@ class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     candidates: Annotated[list[Product], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
     assignment_key: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{16,64}$")] | None = None
+
+    def __post_init__(self) -> None:
+        if self.candidates:
+            PRODUCT_IDS.check([product.id for product in self.candidates], "$.candidates[{}].id".format)
 
 
 class DecisionReason(msgspec.Struct):

@@ -180,7 +180,8 @@ class RulesService:
 
     # -- evaluation ----------------------------------------------------------------------------
 
-    async def _current(self) -> Engine:
+    async def current(self) -> Engine:
+        """The engine, recompiled first if definitions or the policy changed since it was compiled."""
         if self.engine.fresh(self.policy):
             return self.engine
         generation = await self.repository.generation()
@@ -190,14 +191,11 @@ class RulesService:
         return self.engine
 
     async def evaluate(self, request: EvaluationRequest) -> Evaluation:
-        engine = await self._current()
-        matched, _ = engine.segments(request.purpose, request.profile, {})
-        return Evaluation(purpose=request.purpose, segments=matched)
+        return (await self.current()).evaluate(request)
 
     async def decide(self, request: DecisionRequest) -> Decision:
         """The decision for one visit: segments, a variant per requested slot, products, reasons."""
-        engine = await self._current()
-        return engine.decide(request)
+        return (await self.current()).decide(request)
 
     async def match(self, key: str, request: SegmentMatchRequest) -> SegmentMatch:
         """Which of many filtered profiles one segment matches (the gateway's ``segment=`` audiences).
@@ -216,7 +214,7 @@ class RulesService:
             )
         if row.status != "active":
             raise Unprocessable(f"segment {key!r} is disabled: {row.problem}", slug="segment-disabled")
-        engine = await self._current()
+        engine = await self.current()
         matched = [
             index
             for index, profile in enumerate(request.profiles)

@@ -12,9 +12,10 @@ from typing import Any, get_args
 import pytest
 from litestar.testing import TestClient
 
+from services.rules import engine as engine_module
 from services.rules.app import create_app
 from services.rules.catalogue import CATEGORIES, DEPARTMENTS, Category, Department
-from services.rules.tests.support import PROFILED, leaf, segment
+from services.rules.tests.support import PROFILED, Rules, leaf, segment
 from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import REPO_ROOT
@@ -90,6 +91,11 @@ def test_bad_definitions_and_requests_are_4xx_problems(client: Client) -> None:
         "/v1/decide", json={"purpose": PROFILED, "profile": {}, "candidates": [product] * 501}, headers=headers
     )
     assert "length <= 500" in problem(huge, 400, "validation")
+    for bad in ("-p2", "p 2", "p2\n\n", "p" * 65, ""):
+        body = {"purpose": PROFILED, "profile": {}, "candidates": [product, {**product, "id": bad}]}
+        refused = test_client.post("/v1/decide", json=body, headers=headers)
+        assert "matching regex" in problem(refused, 400, "validation")
+        assert refused.json()["detail"].endswith("at `$.candidates[1].id`")
     assert test_client.get("/v1/definitions/rule/nothing", headers=headers).status_code == 404
 
 
@@ -159,3 +165,31 @@ def test_definitions_of_an_undeclared_purpose_are_a_422(client: Client) -> None:
     test_client, headers = client
     response = test_client.get("/v1/definitions", params={"purpose": "null"}, headers=headers)
     assert "not declared in the policy" in problem(response, 422, "unknown-purpose")
+
+
+def test_a_decision_sees_definitions_saved_here_at_once_and_by_another_replica_after_the_recheck(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test_client, headers = client
+    body = {"purpose": PROFILED, "profile": {"favourite_categories": ["jeans"]}, "candidates": []}
+
+    def segments() -> list[str]:
+        decided = test_client.post("/v1/decide", json=body, headers=headers)
+        assert decided.status_code == 200, decided.text
+        return list(decided.json()["segments"])
+
+    assert "jeans-here" not in segments()
+    saved = test_client.post(
+        "/v1/definitions",
+        json=segment("jeans-here", leaf("profile.favourite_categories", "contains", "jeans")),
+        headers=headers,
+    )
+    assert saved.status_code == 201, saved.text
+    assert "jeans-here" in segments()
+
+    # Another replica: its own engine on the same database; this one sees the change once it re-checks.
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 0.0)
+    replica = Rules(test_client.app.state.database)
+    definition = segment("jeans-there", leaf("profile.favourite_categories", "contains", "jeans"))
+    test_client.blocking_portal.call(replica.save, definition)
+    assert "jeans-there" in segments()
