@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
@@ -21,14 +20,6 @@ from tillit.problems import Forbidden
 from tillit.types import utcnow
 
 __all__ = ["GatewayService"]
-
-T = TypeVar("T")
-
-
-def _unwrap(outcome: T | BaseException) -> T:
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
 
 
 class GatewayService:
@@ -85,13 +76,9 @@ class GatewayService:
         """
         caller.require(scope)
         await self._check_release_purpose(caller, subject_id, purpose)
-        consent_outcome, profile_outcome = await asyncio.gather(
-            self.upstream.consent_state(subject_id), self.upstream.profile(subject_id), return_exceptions=True
-        )
-        consent = _unwrap(consent_outcome)  # first: a consent failure (503) outranks a missing profile (404)
-        profile = _unwrap(profile_outcome)
+        consent, profile = await self.upstream.release_reads(subject_id, purpose)
         now = self.clock()
-        decision = decide(self.policy, purpose, profile.fields, consent.for_purpose(purpose), now, caller.channel)
+        decision = decide(self.policy, purpose, profile.fields, consent, now, caller.channel)
         release_id = str(uuid.uuid4())
         withheld = [WithheldField(field=w.field, reason=w.reason) for w in decision.withheld]
         record = ReleaseRecord(
