@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.audit_writer import ReleaseRow
 from gateway.models import ReleaseRecord
 from gateway.oauth import Caller
 from gateway.release import check_channel_purpose, decide
@@ -68,7 +69,7 @@ class GatewayService:
 
     async def prepare_release(
         self, caller: Caller, subject_id: str, purpose: str, *, scope: str
-    ) -> tuple[ProfileRelease, ReleaseRecord]:
+    ) -> tuple[ProfileRelease, ReleaseRow]:
         """The filtered profile and its audit row, not yet recorded.
 
         The caller records the row before any of the fields leave (decisions first wait for the rules
@@ -81,7 +82,7 @@ class GatewayService:
         decision = decide(self.policy, purpose, profile.fields, consent, now, caller.channel)
         release_id = str(uuid.uuid4())
         withheld = [WithheldField(field=w.field, reason=w.reason) for w in decision.withheld]
-        record = ReleaseRecord(
+        record = ReleaseRow(
             release_id=release_id,
             client_id=caller.client_id,
             channel=caller.channel,
