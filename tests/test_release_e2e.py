@@ -109,8 +109,9 @@ def test_given_consent_releases_then_withdrawal_withholds_on_the_very_next_call(
 
 
 def test_under_concurrent_releases_a_withdrawal_is_seen_by_the_very_next_call(stack: RunningPlatform) -> None:
-    """Releases read consent in batches while others are in flight: one that starts after a withdrawal
-    never joins a batch sent before it, however many releases of the same subject are under way."""
+    """Releases read consent in batches while others are in flight: a withdrawal is seen at once even
+    with many releases of the same subject under way. (The exact check that a read never joins a batch
+    already sent is gateway/tests/test_read_batch.py: here the window for that is too short to hit.)"""
     subject = stack.new_shopper(ASTRID)
     given = capture(stack, subject, {"json": {"purpose": EMAIL, "action": "give"}})
     token = given.json()["confirmation"]["token"]
