@@ -27,7 +27,7 @@ import msgspec
 from gateway.read_batch import ReadBatcher
 from gateway.release import ConsentView
 from gateway.schemas import RulesDecision
-from tillit.http1 import HTTP1Pool
+from tillit.http1 import HTTP1Pool, UpstreamTransportError
 from tillit.problems import NotFound, TillitError, Unavailable, Unprocessable
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import Settings
@@ -171,6 +171,7 @@ class Upstream:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         plain: bool = False,
+        read_only: bool = False,
     ) -> T:
         """One call; ``plain`` ones (the release's reads, the decision) go through the lean HTTP/1.1 client."""
         url = f"{self._settings.url_of(service)}{path}"
@@ -186,7 +187,14 @@ class Upstream:
                 if params:
                     target = f"{target}?{urlencode(_query(params))}"
                 base = self._settings.url_of(service)
-                status, content = await self._plain.request(method, base, target, headers, body)
+                try:
+                    status, content = await self._plain.request(method, base, target, headers, body)
+                except UpstreamTransportError:
+                    if not read_only:
+                        raise
+                    # A batch read is a POST, which the pool never sends twice; it only reads, so a
+                    # keep-alive connection the service closed meanwhile costs one more try, as a GET's does.
+                    status, content = await self._plain.request(method, base, target, headers, body)
             else:
                 async with self._client().request(
                     method, url, headers=headers, data=body, params=_query(params) if params else None
@@ -267,12 +275,16 @@ class Upstream:
 
     async def _fetch_consents(self, purpose: str, subject_ids: list[str]) -> dict[str, SubjectPurposeState]:
         path = f"/v1/purposes/{purpose}/states"
-        answer = await self._call("consent", "POST", path, PurposeStates, json=_SubjectIds(subject_ids), plain=True)
+        answer = await self._call(
+            "consent", "POST", path, PurposeStates, json=_SubjectIds(subject_ids), plain=True, read_only=True
+        )
         return {state.subject_id: state for state in answer.states}
 
     async def _fetch_profiles(self, subject_ids: list[str]) -> dict[str, StoredProfile]:
         path = "/v1/profiles/batch"
-        answer = await self._call("preferences", "POST", path, ProfileBatch, json=_SubjectIds(subject_ids), plain=True)
+        answer = await self._call(
+            "preferences", "POST", path, ProfileBatch, json=_SubjectIds(subject_ids), plain=True, read_only=True
+        )
         return {profile.subject_id: profile for profile in answer.profiles}
 
     async def consent_changes(self, after: int, limit: int, answer: type[T]) -> T:

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from gateway.upstream import Upstream
+from tillit.http1 import UpstreamTransportError
 from tillit.keys import SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
 from tillit.problems import TillitError
 from tillit.service_tokens import ServiceTokenIssuer
@@ -207,3 +208,36 @@ async def test_after_a_failed_batch_the_next_releases_are_read_again(
     assert consent is not None
     assert consent.status == "given"
     assert profile.fields == {"first_name": "Astrid"}
+
+
+async def test_a_batch_read_that_loses_its_connection_is_tried_once_more(
+    services: tuple[Services, str], upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keep-alive connection the service closed while idle: a read may be sent again, as a GET is."""
+    real = upstream._plain.request
+    lost: list[str] = []
+
+    async def first_connection_lost(
+        method: str, base: str, target: str, headers: dict[str, str], body: bytes | None = None
+    ) -> tuple[int, bytes]:
+        if target not in lost:
+            lost.append(target)
+            raise UpstreamTransportError("connection closed by the service")
+        return await real(method, base, target, headers, body)
+
+    monkeypatch.setattr(upstream._plain, "request", first_connection_lost)
+    [(consent, profile)] = await reads(upstream, "astrid")
+    assert consent is not None
+    assert consent.status == "given"
+    assert profile.fields == {"first_name": "Astrid"}
+    assert sorted(lost) == ["/v1/profiles/batch", f"/v1/purposes/{PURPOSE}/states"]
+
+
+async def test_a_batch_read_that_times_out_is_not_sent_again(
+    services: tuple[Services, str], upstream: Upstream
+) -> None:
+    stub, _ = services
+    stub.consent_answer = _too_slow
+    outcomes = await reads(upstream, "astrid")
+    assert problem(outcomes[0]) == (503, "consent-unavailable")
+    assert [path for path, _ in stub.batches].count(f"/v1/purposes/{PURPOSE}/states") == 1
