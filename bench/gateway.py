@@ -13,16 +13,18 @@ Four sides are then loaded in alternating rounds, each by its own keep-alive cli
 
 ``release``
     ``GET /v1/subjects/{id}/profile?purpose=personalize.content.profiled`` on the gateway with the
-    channel's access token: token check, the consent state and the profile from the two services, the
-    release rule, one audit row committed. Every answer must release exactly the seeded values of the
+    channel's access token: token check, the consent state and the profile from the two services (read
+    in batches with the other releases under way, ``gateway/read_batch.py``), the release rule, one
+    audit row committed (group commit). Every answer must release exactly the seeded values of the
     fields the purpose may use and withhold the others with their reasons.
 ``bare``
     The baseline: ``bench._bare_app``, a bare Litestar endpoint served the same way, answering a msgspec
     object built from a real release answer (same shape and size).
 ``consent``
-    The consent service's state read the gateway makes (``GET /v1/subjects/{id}/consents``, service token).
+    The consent service's single-subject state read (``GET /v1/subjects/{id}/consents``, service token):
+    what a release read before its reads were batched, and what the shopper API and links still read.
 ``profile``
-    The preferences service's profile read the gateway makes (``GET /v1/subjects/{id}/profile``).
+    The preferences service's single profile read (``GET /v1/subjects/{id}/profile``), likewise.
 
 Ratios are side / ``bare`` of the same run. CPU milliseconds per request are given for every process
 the side's requests run through (the release's also counts both services and PostgreSQL). Targets

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.models import AudienceRelease, AudienceReleaseSubject, ChannelClient, ReleaseRecord
 
 if TYPE_CHECKING:
-    from gateway.audit_writer import AuditWriter
+    from gateway.audit_writer import AuditWriter, ReleaseRow
 
 __all__ = ["AudienceAuditRepository", "AudienceAuditRow", "ClientRepository", "ReleaseAuditRepository"]
 
@@ -55,13 +55,13 @@ class ReleaseAuditRepository:
         self.session = session
         self.writer = writer
 
-    async def record(self, record: ReleaseRecord) -> None:
+    async def record(self, record: ReleaseRow | ReleaseRecord) -> None:
         """With a writer, the row is committed in a group commit before this returns (see gateway.audit_writer);
         without one, it joins the request's transaction."""
         if self.writer is not None:
             await self.writer.record(record)
             return
-        self.session.add(record)
+        self.session.add(record if isinstance(record, ReleaseRecord) else record.record())
         await self.session.flush()
 
     async def record_apart(self, record: ReleaseRecord) -> None:

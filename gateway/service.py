@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 
+from gateway.audit_writer import ReleaseRow
 from gateway.models import ReleaseRecord
 from gateway.oauth import Caller
 from gateway.release import check_channel_purpose, decide
@@ -21,14 +21,6 @@ from tillit.problems import Forbidden
 from tillit.types import utcnow
 
 __all__ = ["GatewayService"]
-
-T = TypeVar("T")
-
-
-def _unwrap(outcome: T | BaseException) -> T:
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
 
 
 class GatewayService:
@@ -77,7 +69,7 @@ class GatewayService:
 
     async def prepare_release(
         self, caller: Caller, subject_id: str, purpose: str, *, scope: str
-    ) -> tuple[ProfileRelease, ReleaseRecord]:
+    ) -> tuple[ProfileRelease, ReleaseRow]:
         """The filtered profile and its audit row, not yet recorded.
 
         The caller records the row before any of the fields leave (decisions first wait for the rules
@@ -85,16 +77,12 @@ class GatewayService:
         """
         caller.require(scope)
         await self._check_release_purpose(caller, subject_id, purpose)
-        consent_outcome, profile_outcome = await asyncio.gather(
-            self.upstream.consent_state(subject_id), self.upstream.profile(subject_id), return_exceptions=True
-        )
-        consent = _unwrap(consent_outcome)  # first: a consent failure (503) outranks a missing profile (404)
-        profile = _unwrap(profile_outcome)
+        consent, profile = await self.upstream.release_reads(subject_id, purpose)
         now = self.clock()
-        decision = decide(self.policy, purpose, profile.fields, consent.for_purpose(purpose), now, caller.channel)
+        decision = decide(self.policy, purpose, profile.fields, consent, now, caller.channel)
         release_id = str(uuid.uuid4())
         withheld = [WithheldField(field=w.field, reason=w.reason) for w in decision.withheld]
-        record = ReleaseRecord(
+        record = ReleaseRow(
             release_id=release_id,
             client_id=caller.client_id,
             channel=caller.channel,

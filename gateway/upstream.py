@@ -14,6 +14,7 @@ transport ~2.6 ms; aiohttp alone, with the answer decoded straight from its byte
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -23,9 +24,10 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import msgspec
 
+from gateway.read_batch import ReadBatcher
 from gateway.release import ConsentView
 from gateway.schemas import RulesDecision
-from tillit.http1 import HTTP1Pool
+from tillit.http1 import HTTP1Pool, UpstreamTransportError
 from tillit.problems import NotFound, TillitError, Unavailable, Unprocessable
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import Settings
@@ -100,6 +102,10 @@ class PurposeStates(msgspec.Struct):
     states: list[SubjectPurposeState]
 
 
+class _SubjectIds(msgspec.Struct):
+    subject_ids: list[str]
+
+
 class _SegmentMatch(msgspec.Struct):
     matches: list[int]
 
@@ -125,6 +131,10 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._plain = HTTP1Pool(POOL_PER_SERVICE, settings.upstream_timeout)
         """The two reads of every release (consent state, profile): see tillit.http1."""
+        self._consent_batches: dict[str, ReadBatcher[str, SubjectPurposeState]] = {}
+        self._profile_batch: ReadBatcher[str, StoredProfile] = ReadBatcher(
+            self._fetch_profiles, lambda exc: _batch_failure("preferences", exc)
+        )
 
     def _client(self) -> aiohttp.ClientSession:
         """The session, made on first use: aiohttp binds it to the running event loop."""
@@ -143,6 +153,8 @@ class Upstream:
         return self._session
 
     async def close(self) -> None:
+        for batcher in (*self._consent_batches.values(), self._profile_batch):
+            await batcher.close()
         await self._plain.close()
         if self._session is not None:
             await self._session.close()
@@ -159,6 +171,7 @@ class Upstream:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
         plain: bool = False,
+        read_only: bool = False,
     ) -> T:
         """One call; ``plain`` ones (the release's reads, the decision) go through the lean HTTP/1.1 client."""
         url = f"{self._settings.url_of(service)}{path}"
@@ -174,7 +187,14 @@ class Upstream:
                 if params:
                     target = f"{target}?{urlencode(_query(params))}"
                 base = self._settings.url_of(service)
-                status, content = await self._plain.request(method, base, target, headers, body)
+                try:
+                    status, content = await self._plain.request(method, base, target, headers, body)
+                except UpstreamTransportError:
+                    if not read_only:
+                        raise
+                    # A batch read is a POST, which the pool never sends twice; it only reads, so a
+                    # keep-alive connection the service closed meanwhile costs one more try, as a GET's does.
+                    status, content = await self._plain.request(method, base, target, headers, body)
             else:
                 async with self._client().request(
                     method, url, headers=headers, data=body, params=_query(params) if params else None
@@ -226,6 +246,46 @@ class Upstream:
 
     async def consent_state(self, subject_id: str) -> ConsentState:
         return await self._call("consent", "GET", f"/v1/subjects/{subject_id}/consents", ConsentState, plain=True)
+
+    async def release_reads(self, subject_id: str, purpose: str) -> tuple[ConsentView | None, StoredProfile]:
+        """The subject's consent state for ``purpose`` (None: none held) and profile, for one release.
+
+        Both are read in batches of releases (:mod:`gateway.read_batch`), each by a request sent after
+        this call began. The consent state is ``consent_state(subject_id).for_purpose(purpose)``: the
+        batch read derives it (expiry, re-consent after a material notice, pending, withdrawn) as the
+        single read does. A failed batch is a 503 for every release in it; a consent failure outranks
+        a missing profile (404 profile-not-found).
+        """
+        batcher = self._consent_batches.get(purpose)
+        if batcher is None:
+            batcher = self._consent_batches[purpose] = ReadBatcher(
+                lambda subject_ids: self._fetch_consents(purpose, subject_ids),
+                lambda exc: _batch_failure("consent", exc),
+            )
+        consent, profile = await asyncio.gather(
+            batcher.submit(subject_id), self._profile_batch.submit(subject_id), return_exceptions=True
+        )
+        if isinstance(consent, BaseException):
+            raise consent
+        if isinstance(profile, BaseException):
+            raise profile
+        if profile is None:
+            raise NotFound("no profile is held for this subject", slug="profile-not-found")
+        return consent, profile
+
+    async def _fetch_consents(self, purpose: str, subject_ids: list[str]) -> dict[str, SubjectPurposeState]:
+        path = f"/v1/purposes/{purpose}/states"
+        answer = await self._call(
+            "consent", "POST", path, PurposeStates, json=_SubjectIds(subject_ids), plain=True, read_only=True
+        )
+        return {state.subject_id: state for state in answer.states}
+
+    async def _fetch_profiles(self, subject_ids: list[str]) -> dict[str, StoredProfile]:
+        path = "/v1/profiles/batch"
+        answer = await self._call(
+            "preferences", "POST", path, ProfileBatch, json=_SubjectIds(subject_ids), plain=True, read_only=True
+        )
+        return {profile.subject_id: profile for profile in answer.profiles}
 
     async def consent_changes(self, after: int, limit: int, answer: type[T]) -> T:
         """The consent change feed after position ``after`` (read by the webhook dispatcher)."""
@@ -295,6 +355,22 @@ def _query(params: Mapping[str, Any]) -> list[tuple[str, str]]:
             else:
                 pairs.append((key, "" if item is None else str(item)))
     return pairs
+
+
+def _batch_failure(service: str, exc: BaseException) -> Unavailable:
+    """One release's error when its batched read failed: always 503, never another status.
+
+    A 4xx or 404 answer to a batch says nothing about the one subject, so it is not passed on.
+    """
+    if isinstance(exc, Unavailable):
+        problem = Unavailable(exc.detail, slug=exc.slug)
+    else:
+        problem = Unavailable(
+            f"the {service} service could not answer, so nothing can be decided or released",
+            slug=f"{service}-unavailable",
+        )
+    problem.__cause__ = exc
+    return problem
 
 
 def _json_or_empty(content: bytes) -> dict[str, Any]:

@@ -108,6 +108,50 @@ def test_given_consent_releases_then_withdrawal_withholds_on_the_very_next_call(
     assert {w["field"]: w["reason"] for w in after.json()["withheld"]}["email"] == "consent_withdrawn"
 
 
+def test_under_concurrent_releases_a_withdrawal_is_seen_by_the_very_next_call(stack: RunningPlatform) -> None:
+    """Releases read consent in batches while others are in flight: a withdrawal is seen at once even
+    with many releases of the same subject under way. (The exact check that a read never joins a batch
+    already sent is gateway/tests/test_read_batch.py: here the window for that is too short to hit.)"""
+    subject = stack.new_shopper(ASTRID)
+    given = capture(stack, subject, {"json": {"purpose": EMAIL, "action": "give"}})
+    token = given.json()["confirmation"]["token"]
+    confirmations = f"{stack.gateway}/v1/consents/confirmations"
+    confirm = httpx.post(confirmations, json={"token": token}, headers=stack.auth("email"))
+    assert confirm.status_code == 201, confirm.text
+    url = f"{stack.gateway}/v1/subjects/{subject}/profile"
+    params = {"purpose": EMAIL}
+
+    async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        async with httpx.AsyncClient(headers=stack.auth("email"), timeout=30) as client:
+            stop = asyncio.Event()
+            under_way = asyncio.Event()
+            seen: list[dict[str, Any]] = []
+
+            async def keep_releasing() -> None:
+                while not stop.is_set():
+                    response = await client.get(url, params=params)
+                    assert response.status_code == 200, response.text
+                    seen.append(response.json())
+                    if len(seen) >= 24:
+                        under_way.set()
+
+            load = [asyncio.create_task(keep_releasing()) for _ in range(12)]
+            await under_way.wait()
+            withdrawn = await client.post(
+                f"{stack.gateway}/v1/subjects/{subject}/consents", json={"purpose": EMAIL, "action": "withdraw"}
+            )
+            assert withdrawn.status_code == 201, withdrawn.text
+            after = (await client.get(url, params=params)).json()
+            stop.set()
+            await asyncio.gather(*load)
+            return seen, after
+
+    seen, after = asyncio.run(scenario())
+    assert seen[0]["fields"]["email"] == "astrid@example.com"  # the load did release before the withdrawal
+    assert after["fields"] == {}
+    assert {w["field"]: w["reason"] for w in after["withheld"]}["email"] == "consent_withdrawn"
+
+
 def test_every_release_is_audited_with_what_was_released_and_withheld(stack: RunningPlatform) -> None:
     subject = stack.new_shopper(ASTRID, consents=((EMAIL, "give"),))
     release = profile(stack, subject).json()

@@ -8,15 +8,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 from sqlalchemy import text
 
 from gateway.app import MIGRATIONS
-from gateway.audit_writer import AuditWriter
+from gateway.audit_writer import AuditWriter, ReleaseRow
 from gateway.models import ReleaseRecord
 from tillit.db import Database
 from tillit.problems import Unavailable
 from tillit.testing import BACKENDS, migrated_database
+from tillit.types import as_utc
 
 pytestmark = pytest.mark.anyio
 
@@ -128,3 +130,41 @@ async def test_a_caller_that_goes_away_still_has_its_row_written(database: Datab
 
     assert set(await stored(database)) == {gone.release_id, stays.release_id}
     await writer.close()
+
+
+async def test_a_release_row_is_stored_column_for_column(database: Database) -> None:
+    """The releases hand the writer plain rows; what is stored is what an ORM record would hold."""
+    writer = AuditWriter(database)
+    rows = [
+        ReleaseRow(
+            release_id=str(uuid.uuid4()),
+            client_id="web-1",
+            channel="web",
+            purpose="personalize.content.profiled",
+            subject_id="shopper-row",
+            released=["first_name", "sizes"],
+            withheld=[{"field": "email", "reason": "consent_withdrawn"}, {"field": 'note "é"', "reason": "x"}],
+            consent_event_id=str(uuid.uuid4()),
+            released_at=datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        ),
+        ReleaseRow(
+            release_id=str(uuid.uuid4()),
+            client_id="web-1",
+            channel="web",
+            purpose="personalize.content.profiled",
+            subject_id="shopper-nothing",
+            released=[],
+            withheld=[],
+            released_at=datetime(2026, 3, 1, 12, 0, 1, tzinfo=UTC),
+        ),
+    ]
+    await asyncio.gather(*(writer.record(row) for row in rows), writer.record(release("shopper-orm")))
+    await writer.close()
+    async with database.sessionmaker() as session:
+        for row in rows:
+            stored_row = await session.get(ReleaseRecord, row.release_id)
+            assert stored_row is not None
+            expected = msgspec.structs.asdict(row)
+            found = {name: getattr(stored_row, name) for name in expected}
+            found["released_at"] = as_utc(found["released_at"])
+            assert found == expected

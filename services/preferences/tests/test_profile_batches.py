@@ -42,3 +42,21 @@ async def test_pages_of_every_profile_cover_each_once(database: Database) -> Non
         empty = await service.page("s9", 3)
     assert seen == ["s0", "s1", "s2", "s4", "s5", "s6"]
     assert (empty.profiles, empty.last) == ([], None)
+
+
+async def test_a_batch_answers_each_profile_as_the_single_read_does(database: Database) -> None:
+    """The gateway's releases read profiles in batches: the fields must be those of the single read."""
+    fields = {
+        "email": "astrid@example.com",
+        "first_name": 'Åsa "Astrid" Ödmark',
+        "shoe_size": 38.5,
+        "sizes": {"tops": "M"},
+        "favourite_brands": ["Acne Studios", "Filippa K"],
+        "price_range": {"min": 10, "max": 250, "currency": "SEK"},
+    }
+    await patch(database, "astrid", fields)
+    await patch(database, "bo", {"shoe_size": 44})
+    async with profile_service(database) as service:
+        batch = {p.subject_id: p.fields for p in (await service.batch(["astrid", "bo", "nobody"])).profiles}
+        alone = {subject: (await service.get(subject)).fields for subject in ("astrid", "bo")}
+    assert batch == alone

@@ -1,0 +1,160 @@
+"""The batched upstream reads of releases: batching, no stale answer, fail closed, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import pytest
+
+from gateway.read_batch import ReadBatcher
+from tillit.problems import Unavailable
+
+pytestmark = pytest.mark.anyio
+
+
+class Store:
+    """A service whose fetch reads its values when called, then answers once let through."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.calls: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.failure: BaseException | None = None
+
+    async def fetch(self, keys: list[str]) -> Mapping[str, str]:
+        self.calls.append(keys)
+        snapshot = {key: self.values[key] for key in keys if key in self.values}  # read when sent
+        await self.gate.wait()
+        if self.failure is not None:
+            raise self.failure
+        return snapshot
+
+
+def failure(exc: BaseException) -> BaseException:
+    problem = Unavailable("the store could not answer", slug="store-unavailable")
+    problem.__cause__ = exc
+    return problem
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_reads_that_arrive_together_share_one_fetch_and_repeated_keys_are_asked_once() -> None:
+    store = Store({"a": "A", "b": "B"})
+    batcher = ReadBatcher(store.fetch, failure)
+    answers = await asyncio.gather(batcher.get("a"), batcher.get("b"), batcher.get("a"), batcher.get("nobody"))
+    assert answers == ["A", "B", "A", None]
+    assert store.calls == [["a", "b", "nobody"]]
+
+
+async def test_a_read_never_joins_a_batch_sent_before_it_arrived() -> None:
+    """A withdrawal committed while a batch is in flight is seen by every read that starts after it."""
+    store = Store({"astrid": "given"})
+    batcher = ReadBatcher(store.fetch, failure, max_in_flight=1)
+    store.gate.clear()
+    first = asyncio.ensure_future(batcher.get("astrid"))
+    await settle()
+    assert store.calls == [["astrid"]]  # sent, not answered yet
+
+    store.values["astrid"] = "withdrawn"  # committed before the next release starts
+    second = asyncio.ensure_future(batcher.get("astrid"))
+    await settle()
+    assert store.calls == [["astrid"]]  # waits for the batch in flight instead of joining it
+    store.gate.set()
+    assert await first == "given"
+    assert await second == "withdrawn"
+    assert store.calls == [["astrid"], ["astrid"]]
+
+
+async def test_with_two_batches_in_flight_a_new_read_goes_out_at_once_in_its_own_batch() -> None:
+    store = Store({"astrid": "given"})
+    batcher = ReadBatcher(store.fetch, failure, max_in_flight=2)
+    store.gate.clear()
+    first = asyncio.ensure_future(batcher.get("astrid"))
+    await settle()
+    store.values["astrid"] = "withdrawn"
+    second = asyncio.ensure_future(batcher.get("astrid"))
+    await settle()
+    assert store.calls == [["astrid"], ["astrid"]]
+    store.gate.set()
+    assert (await first, await second) == ("given", "withdrawn")
+
+
+async def test_reads_queued_while_a_batch_is_in_flight_go_out_together_next() -> None:
+    store = Store({key: key.upper() for key in "abcde"})
+    batcher = ReadBatcher(store.fetch, failure, max_batch=2, max_in_flight=1)
+    store.gate.clear()
+    first = asyncio.ensure_future(batcher.get("a"))
+    await settle()
+    rest = asyncio.ensure_future(asyncio.gather(*(batcher.get(key) for key in "bcde")))
+    await settle()
+    store.gate.set()
+    assert await first == "A"
+    assert await rest == ["B", "C", "D", "E"]
+    assert store.calls == [["a"], ["b", "c"], ["d", "e"]]  # capped at max_batch
+
+
+@pytest.mark.parametrize("error", [Unavailable("down", slug="store-unavailable"), RuntimeError("undecodable")])
+async def test_a_failed_batch_fails_every_read_in_it_with_its_own_503(error: Exception) -> None:
+    store = Store({"a": "A", "b": "B"})
+    store.failure = error
+    batcher = ReadBatcher(store.fetch, failure)
+    outcomes = await asyncio.gather(batcher.get("a"), batcher.get("b"), return_exceptions=True)
+    assert all(isinstance(outcome, Unavailable) for outcome in outcomes)
+    assert outcomes[0] is not outcomes[1]
+    assert all(outcome.__cause__ is error for outcome in outcomes)  # type: ignore[union-attr]
+    store.failure = None
+    assert await batcher.get("a") == "A"  # the next batch is unaffected
+
+
+async def test_a_caller_that_goes_away_does_not_break_the_batch_for_the_others() -> None:
+    store = Store({"a": "A", "b": "B"})
+    batcher = ReadBatcher(store.fetch, failure)
+    store.gate.clear()
+    leaving = asyncio.ensure_future(batcher.get("a"))
+    staying = asyncio.ensure_future(batcher.get("b"))
+    await settle()
+    leaving.cancel()
+    await settle()
+    store.gate.set()
+    assert await staying == "B"
+    assert leaving.cancelled()
+
+
+async def test_a_caller_cancelled_before_its_batch_is_sent_is_left_out() -> None:
+    store = Store({"a": "A", "b": "B", "c": "C"})
+    batcher = ReadBatcher(store.fetch, failure, max_in_flight=1)
+    store.gate.clear()
+    first = asyncio.ensure_future(batcher.get("a"))
+    await settle()
+    leaving = asyncio.ensure_future(batcher.get("b"))
+    staying = asyncio.ensure_future(batcher.get("c"))
+    await settle()
+    leaving.cancel()
+    await settle()
+    store.gate.set()
+    assert (await first, await staying) == ("A", "C")
+    assert store.calls == [["a"], ["c"]]
+
+
+async def test_close_lets_the_batches_in_flight_answer() -> None:
+    store = Store({"a": "A"})
+    batcher = ReadBatcher(store.fetch, failure)
+    store.gate.clear()
+    waiting = asyncio.ensure_future(batcher.get("a"))
+    await settle()
+    closing = asyncio.ensure_future(batcher.close())
+    await settle()
+    assert not closing.done()
+    store.gate.set()
+    await closing
+    assert await waiting == "A"
+
+
+def test_limits_below_one_are_refused() -> None:
+    with pytest.raises(ValueError, match=">= 1"):
+        ReadBatcher(Store({}).fetch, failure, max_batch=0)
