@@ -9,7 +9,7 @@ import msgspec
 
 from gateway.release import WithheldReason
 from tillit.policy import Language
-from tillit.types import IPAddress, PurposeKey
+from tillit.types import IPAddress, PurposeKey, check_utc_representable
 
 __all__ = [
     "AuditEntry",
@@ -60,6 +60,9 @@ class CapturedConsent(msgspec.Struct, forbid_unknown_fields=True):
     evidence: ChannelEvidence = msgspec.field(default_factory=ChannelEvidence)
     notice_version: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     collected_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+    def __post_init__(self) -> None:
+        check_utc_representable("collected_at", self.collected_at)
 
 
 class ConsentConfirmation(msgspec.Struct, forbid_unknown_fields=True):

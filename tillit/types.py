@@ -18,6 +18,7 @@ __all__ = [
     "SubjectId",
     "SubjectIdPath",
     "as_utc",
+    "check_utc_representable",
     "utcnow",
 ]
 
@@ -51,3 +52,18 @@ def utcnow() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything stored is UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def check_utc_representable(name: str, moment: datetime | None) -> None:
+    """Refuse (as invalid input) a time whose zone offset moves it outside years 1-9999 in UTC.
+
+    ``0001-01-01T00:00:00+00:38`` is a valid ISO 8601 time but has no UTC equivalent in Python: every
+    later comparison or conversion would raise ``OverflowError`` (a 500, or a 503 through the gateway).
+    Called from ``__post_init__``, so msgspec reports it as a validation error naming the field.
+    """
+    if moment is None:
+        return
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} {moment.isoformat()} lies outside the years 1-9999 once in UTC") from None

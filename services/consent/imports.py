@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from tillit.policy import Language, Policy
-from tillit.types import IPAddress, PurposeKey, SubjectId
+from tillit.types import IPAddress, PurposeKey, SubjectId, check_utc_representable
 
 __all__ = ["MAX_IMPORT_ROWS", "ImportRow", "RowProblem", "parse_batch"]
 
@@ -36,6 +36,9 @@ class ImportRow(msgspec.Struct, forbid_unknown_fields=True):
     ip: IPAddress | None = None
     page: Annotated[str, msgspec.Meta(max_length=2048)] | None = None
 
+    def __post_init__(self) -> None:
+        check_utc_representable("collected_at", self.collected_at)
+
 
 class RowProblem(msgspec.Struct):
     line: int
@@ -44,7 +47,16 @@ class RowProblem(msgspec.Struct):
 
 def _csv_rows(content: str) -> Iterator[tuple[int, Any]]:
     reader = csv.DictReader(io.StringIO(content))
-    for row in reader:
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            # The reader cannot find the next row's start after this (e.g. a bare carriage return).
+            yield reader.line_num + 1, ValueError(f"not valid CSV: {exc}")
+            return
         extra = row.pop(None, None)  # type: ignore[call-overload]
         if extra:
             yield reader.line_num, ValueError(f"{len(extra)} value(s) more than the header has columns")

@@ -9,7 +9,7 @@ import msgspec
 
 from services.consent.repository import ActiveRow
 from tillit.policy import Language
-from tillit.types import IPAddress, PurposeKey, SubjectId
+from tillit.types import IPAddress, PurposeKey, SubjectId, check_utc_representable
 
 __all__ = [
     "ActiveConsents",
@@ -71,6 +71,9 @@ class RecordConsent(msgspec.Struct, forbid_unknown_fields=True):
         ]
         | None
     ) = None
+
+    def __post_init__(self) -> None:
+        check_utc_representable("collected_at", self.collected_at)
 
 
 class NoticeShown(msgspec.Struct):

@@ -7,7 +7,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from tillit.types import PurposeKey, SubjectId
+from tillit.types import PurposeKey, SubjectId, check_utc_representable
 
 __all__ = [
     "ACTOR_PATTERN",
@@ -86,6 +86,9 @@ class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
         ]
         | None
     ) = None
+
+    def __post_init__(self) -> None:
+        check_utc_representable("received_at", self.received_at)
 
 
 class TransitionRequest(msgspec.Struct, forbid_unknown_fields=True):

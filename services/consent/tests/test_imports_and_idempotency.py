@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import msgspec
 import pytest
 
 from services.consent.schemas import ImportBatch, RecordConsent, RecordedConsent
@@ -78,6 +79,28 @@ async def test_one_bad_row_refuses_the_batch_and_every_problem_is_listed_by_line
     assert "notice version 9" in problems[9]
     assert "ip" in problems[10]
     assert (await verify(database)).events == 0
+
+
+async def test_unreadable_csv_and_times_outside_the_calendar_in_utc_are_row_problems(database: Database) -> None:
+    """Found by schemathesis: a bare carriage return in a field was a 500, a year-1 time east of UTC too."""
+    with pytest.raises(Unprocessable) as unreadable:
+        await run_import(database, CSV + "kadri\r!,x\n")
+    assert [error["line"] for error in unreadable.value.errors or []] == [5]
+    assert "not valid CSV" in (unreadable.value.errors or [])[0]["problem"]
+
+    edge = CSV + "kadri,marketing.communications.sms,give,0001-01-01T00:00:00+00:38,,,\n"
+    with pytest.raises(Unprocessable) as outside:
+        await run_import(database, edge)
+    problems = {error["line"]: error["problem"] for error in outside.value.errors or []}
+    assert list(problems) == [5]
+    assert "outside the years 1-9999" in problems[5]
+    assert (await verify(database)).events == 0
+
+
+async def test_a_time_outside_the_calendar_in_utc_is_invalid_input_not_an_overflow() -> None:
+    body = {"purpose": PROFILED, "action": "give", "source": "import", "collected_at": "0001-01-01T00:00:00+00:38"}
+    with pytest.raises(msgspec.ValidationError, match="outside the years 1-9999"):
+        msgspec.json.decode(json.dumps(body), type=RecordConsent)
 
 
 async def test_an_empty_batch_is_refused(database: Database) -> None:
