@@ -7,7 +7,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
-from tillit.types import PurposeKey, SubjectId, check_utc_representable
+from tillit.types import PurposeKey, SubjectId
 
 __all__ = [
     "ACTOR_PATTERN",
@@ -86,9 +86,6 @@ class CreateRequest(msgspec.Struct, forbid_unknown_fields=True):
         ]
         | None
     ) = None
-
-    def __post_init__(self) -> None:
-        check_utc_representable("received_at", self.received_at)
 
 
 class TransitionRequest(msgspec.Struct, forbid_unknown_fields=True):
