@@ -13,7 +13,8 @@ from typing import Any, Final, TypeVar
 import msgspec
 from joserfc.jwk import KeySet, OKPKey
 
-from services.consent.chain import ChainHead, LedgerReport, LedgerVerifier, event_hash, personal_digest
+from services.consent.chain import ChainHead, LedgerReport, event_hash, personal_digest
+from services.consent.chain_text import TextLedgerVerifier
 from services.consent.confirmations import ConfirmationError, issue_confirmation, read_confirmation
 from services.consent.imports import parse_batch
 from services.consent.models import ConsentState
@@ -555,10 +556,15 @@ class ConsentService:
 
     async def verify(self) -> LedgerReport:
         await self.repository.snapshot()
-        verifier = LedgerVerifier(await self.repository.chain_heads())
-        async for event in self.repository.stream_ledger():
-            if not verifier.feed(event):
-                break
+        verifier = TextLedgerVerifier(await self.repository.chain_heads())
+
+        async def check(chunk: bytes) -> None:
+            verifier.feed_text(chunk)  # after a break the rest of the stream is read and ignored
+
+        if not await self.repository.copy_ledger(check):
+            async for event in self.repository.stream_ledger():
+                if not verifier.feed(event):
+                    break
         return verifier.finish()
 
     def _event_out(self, event: dict[str, Any]) -> ConsentEventOut:
