@@ -16,6 +16,7 @@ from joserfc.jwk import KeySet, OKPKey
 from services.consent.chain import ChainHead, LedgerReport, event_hash, personal_digest
 from services.consent.chain_text import TextLedgerVerifier
 from services.consent.confirmations import ConfirmationError, issue_confirmation, read_confirmation
+from services.consent.heads import ChainHeadCache
 from services.consent.imports import parse_batch
 from services.consent.models import ConsentState
 from services.consent.receipts import ReceiptFacts, build_receipt, sign_receipt
@@ -94,11 +95,14 @@ class ConsentService:
         policy: Policy,
         keys: SigningKeys | None = None,
         clock: Callable[[], datetime] = utcnow,
+        heads: ChainHeadCache | None = None,
     ) -> None:
         self.repository = repository
         self.policy = policy
         self.keys = keys
         self.clock = clock
+        self.heads = heads
+        """The process's committed chain heads: a lone write with a held head skips reading it."""
 
     def purposes(self) -> list[PurposeOut]:
         return [
@@ -187,18 +191,25 @@ class ConsentService:
         )
 
     async def _record_alone(self, driver: Any, subject_id: str, **event_fields: Any) -> RecordedConsent:
-        """The event as the request's only write, on PostgreSQL: two round trips, one commit.
+        """The event as the request's only write, on PostgreSQL: one or two round trips, one commit.
 
-        Read the chain head (no lock), chain the event onto it and write event, head and state in one
-        autocommitted statement that only applies if the head is still the one read; if another
-        writer of this subject came first, fall back to the locked path. Subjects never wait for each other, the hash
-        chain is the same as under the lock, and the answer (receipt included) is built before the
-        statement commits, so nothing after the commit can fail but the backdated state's re-read.
+        Chain the event onto the subject's head — the one this process last committed (see
+        :mod:`services.consent.heads`), else read (no lock) — and write event, head and state in one
+        autocommitted statement that only applies if the head is still that one. A stale held head
+        is dropped and the head read; if another writer of this subject came first even so, fall
+        back to the locked path. Subjects never wait for each other, the hash chain is the same as
+        under the lock, and the answer (receipt included) is built before the statement commits, so
+        nothing after the commit can fail but the backdated state's re-read.
         """
-        chain = await self.repository.read_chain(driver, subject_id, self.clock())
-        event, state = self._chained(subject_id, chain, **event_fields)
-        recorded = self._recorded(event, state)
+        held = self.heads.get(subject_id) if self.heads is not None else None
+        chain = held or await self.repository.read_chain(driver, subject_id, self.clock())
+        event, state, recorded = self._answered(subject_id, chain, event_fields)
         written = await self.repository.append_if_head(driver, event, msgspec.structs.asdict(state))
+        if not written and held is not None and self.heads is not None:
+            self.heads.forget(subject_id, held)
+            chain = await self.repository.read_chain(driver, subject_id, self.clock())
+            event, state, recorded = self._answered(subject_id, chain, event_fields)
+            written = await self.repository.append_if_head(driver, event, msgspec.structs.asdict(state))
         await self.repository.release_autocommit_driver()
         if not written:
             # Another writer of this subject came first (nothing was written): queue behind the
@@ -206,11 +217,19 @@ class ConsentService:
             # cannot make a writer lose the race again and again.
             event, state = await self._append(subject_id, **event_fields)
             return self._recorded(event, state)
+        if self.heads is not None:
+            self.heads.committed(ChainHead(chain.chain_id, subject_id, event["seq"], event["hash"]))
         if event["collected_at"] < event["recorded_at"]:
             stored = await self.repository.state(subject_id, event["purpose"])
             if stored is not None:
                 return msgspec.structs.replace(recorded, state=self._status_out(stored, event["recorded_at"]))
         return recorded
+
+    def _answered(
+        self, subject_id: str, chain: ChainHead, event_fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], StateRow, RecordedConsent]:
+        event, state = self._chained(subject_id, chain, **event_fields)
+        return event, state, self._recorded(event, state)
 
     async def _append(
         self,
@@ -229,6 +248,8 @@ class ConsentService:
         events are recorded in time order and the state (latest ``collected_at`` wins) agrees with
         the ledger's order. ``collected_at`` None means "now".
         """
+        if self.heads is not None:
+            self.heads.forget(subject_id)  # this write commits with the request, after the cache could learn of it
         chain = await self.repository.lock_chain(subject_id, self.clock())
         event, state = self._chained(
             subject_id,
