@@ -102,12 +102,8 @@ _EVENT_CASTS: Final = (
     "text", "text", "int", "text", "text", "text", "int", "text",
     "timestamptz", "timestamptz", "json", "text", "text", "text", "text",
 )  # fmt: skip
-_PG_APPEND_IF_HEAD: Final = f"""
-WITH head AS (
-    UPDATE consent_chain SET length = $3, head_hash = $15, updated_at = $10
-    WHERE chain_id = $2 AND length = $3 - 1 AND head_hash = $14 AND subject_id = $4::text
-    RETURNING chain_id
-), event AS (
+_PG_EVENT_AND_STATE: Final = f"""
+event AS (
     INSERT INTO consent_event ({", ".join(_EVENT_COLUMNS)})
     SELECT {", ".join(f"${n}::{cast}" for n, cast in enumerate(_EVENT_CASTS, 1))} FROM head
 ), state AS (
@@ -120,11 +116,22 @@ WITH head AS (
 )
 SELECT count(*) FROM head
 """  # noqa: S608 - built from the constant column lists above
+_PG_APPEND_IF_HEAD: Final = f"""
+WITH head AS (
+    UPDATE consent_chain SET length = $3, head_hash = $15, updated_at = $10
+    WHERE chain_id = $2 AND length = $3 - 1 AND head_hash = $14 AND subject_id = $4::text
+    RETURNING chain_id
+), {_PG_EVENT_AND_STATE}"""  # noqa: S608 - constants
+# A subject's first event: the chain is created with it, unless another writer created the subject's
+# chain meanwhile (then nothing is written, as when the head moved).
+_PG_CREATE_WITH_FIRST: Final = f"""
+WITH head AS (
+    INSERT INTO consent_chain (chain_id, subject_id, length, head_hash, updated_at)
+    SELECT $2::text, $4::text, $3, $15::text, $10::timestamptz WHERE $3 = 1 AND $14 = '{GENESIS_HASH}'
+    ON CONFLICT (subject_id) DO NOTHING
+    RETURNING chain_id
+), {_PG_EVENT_AND_STATE}"""
 _PG_HEAD: Final = "SELECT chain_id, subject_id, length, head_hash FROM consent_chain WHERE subject_id = $1"
-_PG_NEW_CHAIN: Final = """
-INSERT INTO consent_chain (chain_id, subject_id, length, head_hash, updated_at) VALUES ($1, $2, 0, $3, $4)
-ON CONFLICT (subject_id) DO NOTHING
-"""
 _PG_LEDGER: Final = f"SELECT {', '.join(ChainedEvent.__struct_fields__)} FROM consent_event ORDER BY chain_id, seq"  # noqa: S608
 # The ledger as COPY text for services.consent.chain_text: ChainedEvent's columns in its order, the
 # notice version as its JSON token and both timestamps as chain._timestamp writes them (UTC,
@@ -240,23 +247,24 @@ class ConsentRepository:
         """Give the lone write's connection back before this session uses its own."""
         await release_autocommit(self.session)
 
-    async def read_chain(self, driver: Any, subject_id: str, now: datetime) -> ChainHead:
-        """The subject's chain head as committed now (created, empty, if missing); no lock is taken."""
+    async def read_chain(self, driver: Any, subject_id: str) -> ChainHead | None:
+        """The subject's chain head as committed now, None if the subject has none yet; no lock is taken."""
         row = await driver.fetchrow(_PG_HEAD, subject_id)
-        if row is None:
-            await driver.execute(_PG_NEW_CHAIN, str(uuid.uuid4()), subject_id, GENESIS_HASH, now)
-            row = await driver.fetchrow(_PG_HEAD, subject_id)
-        return ChainHead(*row)
+        return None if row is None else ChainHead(*row)
 
-    async def append_if_head(self, driver: Any, event: dict[str, Any], state: dict[str, Any]) -> bool:
+    async def append_if_head(
+        self, driver: Any, event: dict[str, Any], state: dict[str, Any], *, first: bool = False
+    ) -> bool:
         """:meth:`append` as one autocommitted statement, if the chain head is still the one read.
 
         False (nothing written) when another writer of the same subject moved the head meanwhile.
         Under READ COMMITTED the head's UPDATE waits for such a writer and then re-checks its
         condition against the committed row, so two writers never both chain onto one event.
+        ``first``: the subject had no chain; it is created with this event, unless another writer
+        created one meanwhile (False: the unique subject makes the second creation do nothing).
         """
         moved = await driver.fetchval(
-            _PG_APPEND_IF_HEAD,
+            _PG_CREATE_WITH_FIRST if first else _PG_APPEND_IF_HEAD,
             *(event[name] if name != "evidence" else _json(event[name]) for name in _EVENT_COLUMNS),
             state["status"],
             state["expires_at"],

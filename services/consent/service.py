@@ -13,7 +13,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 from joserfc.jwk import KeySet, OKPKey
 
-from services.consent.chain import ChainHead, LedgerReport, event_hash, personal_digest
+from services.consent.chain import GENESIS_HASH, ChainHead, LedgerReport, event_hash, personal_digest
 from services.consent.chain_text import TextLedgerVerifier
 from services.consent.confirmations import ConfirmationError, issue_confirmation, read_confirmation
 from services.consent.heads import ChainHeadCache
@@ -201,41 +201,49 @@ class ConsentService:
 
         Chain the event onto the subject's head — the one this process last committed (see
         :mod:`services.consent.heads`), else read (no lock) — and write event, head and state in one
-        autocommitted statement that only applies if the head is still that one. A stale held head
-        is dropped and the head read; if another writer of this subject came first even so, fall
-        back to the locked path. Subjects never wait for each other, the hash chain is the same as
+        autocommitted statement that only applies if the head is still that one; a subject without a
+        chain gets it in the same statement. A stale held head is dropped and the head read (as when
+        another writer created the subject's chain first); if another writer of this subject came
+        first even so, fall back to the locked path. Subjects never wait for each other, the hash chain is the same as
         under the lock, and the answer (receipt included) is built before the statement commits, so
         nothing after the commit can fail but the backdated state's re-read.
         """
         held = self.heads.get(subject_id) if self.heads is not None else None
-        chain = held or await self.repository.read_chain(driver, subject_id, self.clock())
-        event, state, recorded = self._answered(subject_id, chain, event_fields)
-        written = await self.repository.append_if_head(driver, event, msgspec.structs.asdict(state))
-        if not written and held is not None and self.heads is not None:
-            self.heads.forget(subject_id, held)
-            chain = await self.repository.read_chain(driver, subject_id, self.clock())
-            event, state, recorded = self._answered(subject_id, chain, event_fields)
-            written = await self.repository.append_if_head(driver, event, msgspec.structs.asdict(state))
+        chain = held or await self.repository.read_chain(driver, subject_id)
+        written = await self._append_alone(driver, subject_id, chain, event_fields)
+        if not written[0] and (held is not None or chain is None):
+            # The held head was stale, or another writer created the subject's chain first.
+            if held is not None and self.heads is not None:
+                self.heads.forget(subject_id, held)
+            chain = await self.repository.read_chain(driver, subject_id)
+            written = await self._append_alone(driver, subject_id, chain, event_fields)
+        done, event, recorded = written
         await self.repository.release_autocommit_driver()
-        if not written:
+        if not done:
             # Another writer of this subject came first (nothing was written): queue behind the
             # chain head's row lock instead, as writes in a transaction do, so a busy subject
             # cannot make a writer lose the race again and again.
             event, state = await self._append(subject_id, **event_fields)
             return self._recorded(event, state)
         if self.heads is not None:
-            self.heads.committed(ChainHead(chain.chain_id, subject_id, event["seq"], event["hash"]))
+            self.heads.committed(ChainHead(event["chain_id"], subject_id, event["seq"], event["hash"]))
         if event["collected_at"] < event["recorded_at"]:
             stored = await self.repository.state(subject_id, event["purpose"])
             if stored is not None:
                 return msgspec.structs.replace(recorded, state=self._status_out(stored, event["recorded_at"]))
         return recorded
 
-    def _answered(
-        self, subject_id: str, chain: ChainHead, event_fields: dict[str, Any]
-    ) -> tuple[dict[str, Any], StateRow, RecordedConsent]:
-        event, state = self._chained(subject_id, chain, **event_fields)
-        return event, state, self._recorded(event, state)
+    async def _append_alone(
+        self, driver: Any, subject_id: str, chain: ChainHead | None, event_fields: dict[str, Any]
+    ) -> tuple[bool, dict[str, Any], RecordedConsent]:
+        """Chain the event onto ``chain`` (a new chain if None) and write it if the head is still that."""
+        head = chain or ChainHead(chain_id=str(uuid.uuid4()), subject_id=subject_id, length=0, head_hash=GENESIS_HASH)
+        event, state = self._chained(subject_id, head, **event_fields)
+        recorded = self._recorded(event, state)
+        written = await self.repository.append_if_head(
+            driver, event, msgspec.structs.asdict(state), first=chain is None
+        )
+        return written, event, recorded
 
     async def _append(
         self,

@@ -166,3 +166,42 @@ async def test_concurrent_writers_sharing_one_cache_keep_one_chain(database: Dat
     assert current[PROFILED].event_id == events[-1].id
     held = heads.get("astrid")  # None if the last commit was a writer that lost the race (locked path)
     assert held is None or (held.length, held.head_hash) == (events[-1].seq, events[-1].hash)
+
+
+async def test_a_first_event_creates_its_chain_in_the_same_statement(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _postgres_only(database)
+    calls: list[str] = []
+    read, append = ConsentRepository.read_chain, ConsentRepository.append_if_head
+
+    async def spy_read(self: ConsentRepository, *args: Any) -> Any:
+        calls.append("read")
+        return await read(self, *args)
+
+    async def spy_append(self: ConsentRepository, *args: Any, **kwargs: Any) -> bool:
+        calls.append("first" if kwargs.get("first") else "append")
+        return await append(self, *args, **kwargs)
+
+    monkeypatch.setattr(ConsentRepository, "read_chain", spy_read)
+    monkeypatch.setattr(ConsentRepository, "append_if_head", spy_append)
+    recorded = await record_alone(database, "astrid")
+    assert calls == ["read", "first"]
+    assert (recorded.event.seq, recorded.state.status) == (1, "given")
+    calls.clear()
+    await record_alone(database, "astrid", action="withdraw")
+    assert calls == ["read", "append"]
+    monkeypatch.undo()
+    report = await verify(database)
+    assert (report.ok, report.events, report.chains) == (True, 2, 1)
+
+
+async def test_first_events_of_one_subject_at_once_make_one_chain(database: Database) -> None:
+    """All but one creation finds the chain made: each reads it and chains on (or queues for its lock)."""
+    _postgres_only(database)
+    heads = ChainHeadCache()
+    await asyncio.gather(*(record_alone(database, "astrid", heads=heads) for _ in range(8)))
+    report = await verify(database)
+    assert (report.ok, report.events, report.chains) == (True, 8, 1)
+    seqs, _, _ = await _history(database, "astrid")
+    assert seqs == list(range(1, 9))
