@@ -91,7 +91,7 @@ from bench._report import (
     print_ratios,
     print_targets,
 )
-from services.consent.chain import GENESIS_HASH, event_hash, personal_digest
+from services.consent.chain import GENESIS_HASH, canonical_json, event_hash, personal_digest
 from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
 from tillit.testing import POSTGRES_URL
@@ -349,12 +349,12 @@ def ledger_records(
     """Events and chain heads of ``lengths`` valid chains, as rows of ``consent_event`` and ``consent_chain``.
 
     Hashed with the service's own :func:`event_hash` and :func:`personal_digest`, so the service must
-    find every chain intact. The evidence is stored as JSON text, which is what asyncpg's ``json``
-    codec takes.
+    find every chain intact. The evidence is stored as the service stores it (:func:`canonical_json`
+    text, which is what asyncpg's ``json`` codec takes).
     """
     events: list[tuple[Any, ...]] = []
     heads: list[tuple[Any, ...]] = []
-    evidence_json = msgspec.json.encode(EVIDENCE).decode()
+    evidence_json = canonical_json(EVIDENCE).decode()
     for offset, length in enumerate(lengths):
         number = first_chain + offset
         chain_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))

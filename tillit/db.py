@@ -124,9 +124,20 @@ async def provide_read_session(request: Request[Any, Any, Any]) -> AsyncIterator
         yield session
     finally:
         try:
-            await session.close()
+            await _close_if_used(session)
         finally:
             await reader.release()
+
+
+async def _close_if_used(session: AsyncSession) -> None:
+    """Close ``session`` unless it never began a transaction and holds no objects.
+
+    Such a session has no connection and nothing to expunge, so closing it does nothing, yet costs a
+    greenlet switch: ~30 µs, a sixteenth of a consent state read's CPU. Fixed reads and lone writes
+    on PostgreSQL take that path (they use a bare pooled connection, never the session's).
+    """
+    if session.in_transaction() or session.identity_map or session.new or session.deleted:
+        await session.close()
 
 
 _BARE_READER: Final = "tillit.bare_reader"
@@ -208,7 +219,8 @@ _LONE_WRITER: Final = "tillit.lone_writer"
 async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
     """One session per request; the request owns the transaction."""
     database: Database = request.app.state.database
-    async with _write_turn(database, request.method), database.sessionmaker() as session:
+    async with _write_turn(database, request.method):
+        session = database.sessionmaker()
         try:
             yield session
         except Exception:
@@ -221,7 +233,10 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[Asyn
             if session.in_transaction():
                 await session.commit()
         finally:
-            await release_autocommit(session)
+            try:
+                await release_autocommit(session)
+            finally:
+                await _close_if_used(session)
 
 
 _READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -55,7 +55,7 @@ EventIdPath = Annotated[str, Parameter(pattern=r"^[0-9a-f-]{36}$", description="
 
 def provide_consent_service(session: AsyncSession, request: Request[Any, Any, Any]) -> ConsentService:
     state = request.app.state  # not a ``state`` parameter: Litestar copies the state for each one
-    return ConsentService(ConsentRepository(session), state.policy, state.signing_keys)
+    return ConsentService(ConsentRepository(session), state.policy, state.signing_keys, heads=state.chain_heads)
 
 
 GpcHeader = Annotated[

@@ -10,6 +10,7 @@ from litestar import Litestar
 from services.consent.api import ConsentController, receipt_keys
 from services.consent.changes.api import ChangeController
 from services.consent.expiry import expiry_sweeper
+from services.consent.heads import ChainHeadCache
 from services.consent.repository import ConsentRepository
 from services.consent.requests.api import RequestController
 from services.consent.service import ConsentService, SigningKeys
@@ -37,7 +38,8 @@ def signing_state(settings: Settings) -> dict[str, Any]:
     return {
         "signing_keys": SigningKeys(
             private=load_receipt_key(settings.keys_dir), public=load_public_keys(settings.keys_dir, RECEIPT_KEY)
-        )
+        ),
+        "chain_heads": ChainHeadCache(),
     }
 
 

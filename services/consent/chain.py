@@ -29,19 +29,21 @@ from typing import Any, Final, Literal
 import msgspec
 
 __all__ = [
+    "ENCODING_VERSION",
     "GENESIS_HASH",
     "ChainHead",
     "ChainedEvent",
     "LedgerBreak",
     "LedgerReport",
     "LedgerVerifier",
+    "canonical_json",
     "event_hash",
     "personal_digest",
     "verify_ledger",
 ]
 
 GENESIS_HASH: Final = "0" * 64
-_ENCODING_VERSION: Final = "tillit-consent-ledger/1"
+ENCODING_VERSION: Final = "tillit-consent-ledger/1"
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
@@ -63,6 +65,11 @@ def _timestamp(moment: datetime) -> str:
         moment.second,
         moment.microsecond,
     )
+
+
+def canonical_json(value: Any) -> bytes:
+    """``value`` encoded the way the chain hashes it (msgspec JSON, keys sorted)."""
+    return _encoder.encode(value)
 
 
 def personal_digest(salt: str, subject_id: str, evidence: Mapping[str, Any]) -> str:
@@ -135,7 +142,7 @@ def event_hash(
             recorded_at=_timestamp(recorded_at),
             seq=seq,
             source=source,
-            v=_ENCODING_VERSION,
+            v=ENCODING_VERSION,
         )
     )
     return hashlib.sha256(body).hexdigest()

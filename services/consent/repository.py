@@ -7,7 +7,7 @@ and every statement on it is known in advance.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Any, Final
@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead
+from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead, canonical_json
 from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord, PublishedNotice
 from tillit.db import autocommit_connection, driver_connection, release_autocommit
 from tillit.types import as_utc
@@ -102,12 +102,8 @@ _EVENT_CASTS: Final = (
     "text", "text", "int", "text", "text", "text", "int", "text",
     "timestamptz", "timestamptz", "json", "text", "text", "text", "text",
 )  # fmt: skip
-_PG_APPEND_IF_HEAD: Final = f"""
-WITH head AS (
-    UPDATE consent_chain SET length = $3, head_hash = $15, updated_at = $10
-    WHERE chain_id = $2 AND length = $3 - 1 AND head_hash = $14 AND subject_id = $4::text
-    RETURNING chain_id
-), event AS (
+_PG_EVENT_AND_STATE: Final = f"""
+event AS (
     INSERT INTO consent_event ({", ".join(_EVENT_COLUMNS)})
     SELECT {", ".join(f"${n}::{cast}" for n, cast in enumerate(_EVENT_CASTS, 1))} FROM head
 ), state AS (
@@ -120,12 +116,37 @@ WITH head AS (
 )
 SELECT count(*) FROM head
 """  # noqa: S608 - built from the constant column lists above
+_PG_APPEND_IF_HEAD: Final = f"""
+WITH head AS (
+    UPDATE consent_chain SET length = $3, head_hash = $15, updated_at = $10
+    WHERE chain_id = $2 AND length = $3 - 1 AND head_hash = $14 AND subject_id = $4::text
+    RETURNING chain_id
+), {_PG_EVENT_AND_STATE}"""  # noqa: S608 - constants
+# A subject's first event: the chain is created with it, unless another writer created the subject's
+# chain meanwhile (then nothing is written, as when the head moved).
+_PG_CREATE_WITH_FIRST: Final = f"""
+WITH head AS (
+    INSERT INTO consent_chain (chain_id, subject_id, length, head_hash, updated_at)
+    SELECT $2::text, $4::text, $3, $15::text, $10::timestamptz WHERE $3 = 1 AND $14 = '{GENESIS_HASH}'
+    ON CONFLICT (subject_id) DO NOTHING
+    RETURNING chain_id
+), {_PG_EVENT_AND_STATE}"""
 _PG_HEAD: Final = "SELECT chain_id, subject_id, length, head_hash FROM consent_chain WHERE subject_id = $1"
-_PG_NEW_CHAIN: Final = """
-INSERT INTO consent_chain (chain_id, subject_id, length, head_hash, updated_at) VALUES ($1, $2, 0, $3, $4)
-ON CONFLICT (subject_id) DO NOTHING
-"""
 _PG_LEDGER: Final = f"SELECT {', '.join(ChainedEvent.__struct_fields__)} FROM consent_event ORDER BY chain_id, seq"  # noqa: S608
+# The ledger as COPY text for services.consent.chain_text: ChainedEvent's columns in its order, the
+# notice version as its JSON token and both timestamps as chain._timestamp writes them (UTC,
+# microseconds; NULL outside years 1-9999, which Python could not have recorded).
+_PG_TIMESTAMP: Final = (
+    "CASE WHEN {0} >= '0001-01-01T00:00:00Z' AND {0} < '10000-01-01T00:00:00Z' "
+    """THEN to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END"""
+)
+_PG_LEDGER_TEXT: Final = f"""
+SELECT id, chain_id, seq, subject_id, purpose, action, coalesce(notice_version::text, 'null'), source,
+    {_PG_TIMESTAMP.format("collected_at")}, {_PG_TIMESTAMP.format("recorded_at")},
+    evidence, personal_salt, personal_digest, prev_hash, hash
+FROM consent_event ORDER BY chain_id, seq
+"""  # noqa: S608 - constants
+_PG_HEADS: Final = "SELECT chain_id, subject_id, length, head_hash FROM consent_chain"
 _PG_STATES: Final = """
 SELECT subject_id, purpose, status, since, event_id, notice_version, expires_at
 FROM consent_state WHERE subject_id = $1 ORDER BY purpose
@@ -148,7 +169,8 @@ FROM consent_state WHERE purpose = $1 AND subject_id = ANY($2::text[]) ORDER BY 
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else msgspec.json.encode(value).decode()
+    """Evidence as stored: in the form its digest hashes (keys sorted), so the verifier hashes it as is."""
+    return None if value is None else canonical_json(value).decode()
 
 
 class StateRow(msgspec.Struct, frozen=True):
@@ -225,23 +247,24 @@ class ConsentRepository:
         """Give the lone write's connection back before this session uses its own."""
         await release_autocommit(self.session)
 
-    async def read_chain(self, driver: Any, subject_id: str, now: datetime) -> ChainHead:
-        """The subject's chain head as committed now (created, empty, if missing); no lock is taken."""
+    async def read_chain(self, driver: Any, subject_id: str) -> ChainHead | None:
+        """The subject's chain head as committed now, None if the subject has none yet; no lock is taken."""
         row = await driver.fetchrow(_PG_HEAD, subject_id)
-        if row is None:
-            await driver.execute(_PG_NEW_CHAIN, str(uuid.uuid4()), subject_id, GENESIS_HASH, now)
-            row = await driver.fetchrow(_PG_HEAD, subject_id)
-        return ChainHead(*row)
+        return None if row is None else ChainHead(*row)
 
-    async def append_if_head(self, driver: Any, event: dict[str, Any], state: dict[str, Any]) -> bool:
+    async def append_if_head(
+        self, driver: Any, event: dict[str, Any], state: dict[str, Any], *, first: bool = False
+    ) -> bool:
         """:meth:`append` as one autocommitted statement, if the chain head is still the one read.
 
         False (nothing written) when another writer of the same subject moved the head meanwhile.
         Under READ COMMITTED the head's UPDATE waits for such a writer and then re-checks its
         condition against the committed row, so two writers never both chain onto one event.
+        ``first``: the subject had no chain; it is created with this event, unless another writer
+        created one meanwhile (False: the unique subject makes the second creation do nothing).
         """
         moved = await driver.fetchval(
-            _PG_APPEND_IF_HEAD,
+            _PG_CREATE_WITH_FIRST if first else _PG_APPEND_IF_HEAD,
             *(event[name] if name != "evidence" else _json(event[name]) for name in _EVENT_COLUMNS),
             state["status"],
             state["expires_at"],
@@ -415,14 +438,34 @@ class ConsentRepository:
         """
         if self.session.bind.dialect.name == "postgresql":
             await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            # Begins the transaction (and takes its snapshot), so the reads after it may go to the
+            # driver directly. No parallel workers: a parallel sort of the ledger cost PostgreSQL
+            # twice the CPU of one backend's plan, on cores the verifier itself needs.
+            await self.session.exec(text("SET LOCAL max_parallel_workers_per_gather = 0"))  # type: ignore[call-overload]
         else:
             await self.session.exec(text("BEGIN"))  # type: ignore[call-overload]
 
     async def chain_heads(self) -> dict[str, ChainHead]:
+        driver = await self._asyncpg()
+        if driver is not None and driver.is_in_transaction():
+            return {row[0]: ChainHead(*row) for row in await driver.fetch(_PG_HEADS)}
         rows = await self.session.exec(  # type: ignore[call-overload]
             core_select(_chain.c.chain_id, _chain.c.subject_id, _chain.c.length, _chain.c.head_hash)
         )
         return {row.chain_id: ChainHead(row.chain_id, row.subject_id, row.length, row.head_hash) for row in rows}
+
+    async def copy_ledger(self, sink: Callable[[bytes], Awaitable[object]]) -> bool:
+        """Every event, ordered by chain and position, as COPY text lines handed to ``sink`` in chunks.
+
+        PostgreSQL only, inside the snapshot transaction (False elsewhere: use :meth:`stream_ledger`).
+        COPY streams without a cursor's per-fetch round trips or per-row records; the line format is
+        the one :class:`services.consent.chain_text.TextLedgerVerifier` reads.
+        """
+        driver = await self._asyncpg()
+        if driver is None or not driver.is_in_transaction():
+            return False
+        await driver.copy_from_query(_PG_LEDGER_TEXT, output=sink)
+        return True
 
     async def stream_ledger(self, batch: int = 5_000) -> AsyncIterator[ChainedEvent]:
         """Every event ordered by chain and position, read in batches (constant memory).

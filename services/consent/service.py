@@ -13,8 +13,10 @@ from typing import Any, Final, TypeVar
 import msgspec
 from joserfc.jwk import KeySet, OKPKey
 
-from services.consent.chain import ChainHead, LedgerReport, LedgerVerifier, event_hash, personal_digest
+from services.consent.chain import GENESIS_HASH, ChainHead, LedgerReport, event_hash, personal_digest
+from services.consent.chain_text import TextLedgerVerifier
 from services.consent.confirmations import ConfirmationError, issue_confirmation, read_confirmation
+from services.consent.heads import ChainHeadCache
 from services.consent.imports import parse_batch
 from services.consent.models import ConsentState
 from services.consent.receipts import ReceiptFacts, build_receipt, sign_receipt
@@ -74,6 +76,10 @@ class SigningKeys(msgspec.Struct, frozen=True):
     public: KeySet
 
 
+_IPV4_NETWORK: Final = ((1 << 24) - 1) << 8
+_IPV6_NETWORK: Final = ((1 << 48) - 1) << 80
+
+
 def truncate_ip(address: str | None) -> str | None:
     """Keep only the network part (IPv4 /24, IPv6 /48): evidence without identifying the device."""
     if address is None:
@@ -82,8 +88,10 @@ def truncate_ip(address: str | None) -> str | None:
         ip = ipaddress.ip_address(address)
     except ValueError as exc:
         raise BadRequest(f"evidence.ip {address!r} is not an IPv4 or IPv6 address", slug="invalid-evidence") from exc
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+    # The network address by masking (building an ip_network cost more than the rest of the check).
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Address(int(ip) & _IPV4_NETWORK))
+    return str(ipaddress.IPv6Address(int(ip) & _IPV6_NETWORK))
 
 
 class ConsentService:
@@ -93,11 +101,14 @@ class ConsentService:
         policy: Policy,
         keys: SigningKeys | None = None,
         clock: Callable[[], datetime] = utcnow,
+        heads: ChainHeadCache | None = None,
     ) -> None:
         self.repository = repository
         self.policy = policy
         self.keys = keys
         self.clock = clock
+        self.heads = heads
+        """The process's committed chain heads: a lone write with a held head skips reading it."""
 
     def purposes(self) -> list[PurposeOut]:
         return [
@@ -186,30 +197,53 @@ class ConsentService:
         )
 
     async def _record_alone(self, driver: Any, subject_id: str, **event_fields: Any) -> RecordedConsent:
-        """The event as the request's only write, on PostgreSQL: two round trips, one commit.
+        """The event as the request's only write, on PostgreSQL: one or two round trips, one commit.
 
-        Read the chain head (no lock), chain the event onto it and write event, head and state in one
-        autocommitted statement that only applies if the head is still the one read; if another
-        writer of this subject came first, fall back to the locked path. Subjects never wait for each other, the hash
-        chain is the same as under the lock, and the answer (receipt included) is built before the
-        statement commits, so nothing after the commit can fail but the backdated state's re-read.
+        Chain the event onto the subject's head — the one this process last committed (see
+        :mod:`services.consent.heads`), else read (no lock) — and write event, head and state in one
+        autocommitted statement that only applies if the head is still that one; a subject without a
+        chain gets it in the same statement. A stale held head is dropped and the head read (as when
+        another writer created the subject's chain first); if another writer of this subject came
+        first even so, fall back to the locked path. Subjects never wait for each other, the hash chain is the same as
+        under the lock, and the answer (receipt included) is built before the statement commits, so
+        nothing after the commit can fail but the backdated state's re-read.
         """
-        chain = await self.repository.read_chain(driver, subject_id, self.clock())
-        event, state = self._chained(subject_id, chain, **event_fields)
-        recorded = self._recorded(event, state)
-        written = await self.repository.append_if_head(driver, event, msgspec.structs.asdict(state))
+        held = self.heads.get(subject_id) if self.heads is not None else None
+        chain = held or await self.repository.read_chain(driver, subject_id)
+        written = await self._append_alone(driver, subject_id, chain, event_fields)
+        if not written[0] and (held is not None or chain is None):
+            # The held head was stale, or another writer created the subject's chain first.
+            if held is not None and self.heads is not None:
+                self.heads.forget(subject_id, held)
+            chain = await self.repository.read_chain(driver, subject_id)
+            written = await self._append_alone(driver, subject_id, chain, event_fields)
+        done, event, recorded = written
         await self.repository.release_autocommit_driver()
-        if not written:
+        if not done:
             # Another writer of this subject came first (nothing was written): queue behind the
             # chain head's row lock instead, as writes in a transaction do, so a busy subject
             # cannot make a writer lose the race again and again.
             event, state = await self._append(subject_id, **event_fields)
             return self._recorded(event, state)
+        if self.heads is not None:
+            self.heads.committed(ChainHead(event["chain_id"], subject_id, event["seq"], event["hash"]))
         if event["collected_at"] < event["recorded_at"]:
             stored = await self.repository.state(subject_id, event["purpose"])
             if stored is not None:
                 return msgspec.structs.replace(recorded, state=self._status_out(stored, event["recorded_at"]))
         return recorded
+
+    async def _append_alone(
+        self, driver: Any, subject_id: str, chain: ChainHead | None, event_fields: dict[str, Any]
+    ) -> tuple[bool, dict[str, Any], RecordedConsent]:
+        """Chain the event onto ``chain`` (a new chain if None) and write it if the head is still that."""
+        head = chain or ChainHead(chain_id=str(uuid.uuid4()), subject_id=subject_id, length=0, head_hash=GENESIS_HASH)
+        event, state = self._chained(subject_id, head, **event_fields)
+        recorded = self._recorded(event, state)
+        written = await self.repository.append_if_head(
+            driver, event, msgspec.structs.asdict(state), first=chain is None
+        )
+        return written, event, recorded
 
     async def _append(
         self,
@@ -228,6 +262,8 @@ class ConsentService:
         events are recorded in time order and the state (latest ``collected_at`` wins) agrees with
         the ledger's order. ``collected_at`` None means "now".
         """
+        if self.heads is not None:
+            self.heads.forget(subject_id)  # this write commits with the request, after the cache could learn of it
         chain = await self.repository.lock_chain(subject_id, self.clock())
         event, state = self._chained(
             subject_id,
@@ -555,10 +591,15 @@ class ConsentService:
 
     async def verify(self) -> LedgerReport:
         await self.repository.snapshot()
-        verifier = LedgerVerifier(await self.repository.chain_heads())
-        async for event in self.repository.stream_ledger():
-            if not verifier.feed(event):
-                break
+        verifier = TextLedgerVerifier(await self.repository.chain_heads())
+
+        async def check(chunk: bytes) -> None:
+            verifier.feed_text(chunk)  # after a break the rest of the stream is read and ignored
+
+        if not await self.repository.copy_ledger(check):
+            async for event in self.repository.stream_ledger():
+                if not verifier.feed(event):
+                    break
         return verifier.finish()
 
     def _event_out(self, event: dict[str, Any]) -> ConsentEventOut:

@@ -10,6 +10,7 @@ from typing import Any, Final
 from joserfc.jwk import KeySet, OKPKey
 
 from services.consent.chain import LedgerReport
+from services.consent.heads import ChainHeadCache
 from services.consent.repository import ConsentRepository
 from services.consent.schemas import RecordConsent, RecordedConsent
 from services.consent.service import ConsentService, SigningKeys
@@ -61,16 +62,22 @@ async def verify(database: Database) -> LedgerReport:
 
 
 async def record_alone(
-    database: Database, subject: str, purpose: str = PROFILED, action: str = "give", **extra: Any
+    database: Database,
+    subject: str,
+    purpose: str = PROFILED,
+    action: str = "give",
+    *,
+    heads: ChainHeadCache | None = None,
+    **extra: Any,
 ) -> RecordedConsent:
     """As ``POST .../events`` without an Idempotency-Key: the event is the request's only write.
 
     The session is opened as :func:`tillit.db.provide_session` opens it (no transaction begun), so on
-    PostgreSQL the event commits as one statement of its own.
+    PostgreSQL the event commits as one statement of its own. ``heads``: the process's chain head cache.
     """
     async with database.sessionmaker() as session:
         try:
-            service = ConsentService(ConsentRepository(session), POLICY, KEYS)
+            service = ConsentService(ConsentRepository(session), POLICY, KEYS, heads=heads)
             command = RecordConsent(purpose=purpose, action=action, source="preference_page", **extra)  # type: ignore[arg-type]
             recorded = await service.record(subject, command, only_write=True)
             if session.in_transaction():
