@@ -9,7 +9,7 @@ its own name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -96,6 +96,55 @@ def check_channel_purpose(policy: Policy, channel: str, purpose: str) -> Purpose
     return declared
 
 
+class _Plan(msgspec.Struct, frozen=True):
+    """The verdict on every field of a profile, before any value is looked at."""
+
+    kept: tuple[tuple[str, str | None], ...]
+    """Released fields in order, each with the transform its value goes through (None: as it is)."""
+    withheld: tuple[Withheld, ...]
+    transformed: dict[str, str]
+
+
+def _channel_transforms(policy: Policy, channel: str | None) -> Mapping[str, str]:
+    return policy.channels[channel].transforms if channel is not None and channel in policy.channels else {}
+
+
+def _plan(
+    policy: Policy,
+    purpose: str,
+    transforms: Mapping[str, str],
+    names: Iterable[str],
+    failure: WithheldReason | None,
+) -> _Plan:
+    may_use = set(policy.purposes[purpose].may_use)
+    kept: list[tuple[str, str | None]] = []
+    withheld: list[Withheld] = []
+    for name in sorted(names):
+        # Quiz-derived traits are released on the same terms as fields: by their data category.
+        field = policy.fields.get(name) or policy.traits.get(name)
+        if field is None:
+            withheld.append(Withheld(name, "field_not_in_policy"))
+        elif field.category not in may_use:
+            withheld.append(Withheld(name, "category_not_permitted"))
+        elif failure is not None:
+            withheld.append(Withheld(name, failure))
+        else:
+            kept.append((name, transforms.get(name)))
+    transformed = {name: transform for name, transform in kept if transform is not None}
+    return _Plan(tuple(kept), tuple(withheld), transformed)
+
+
+def _apply(
+    plan: _Plan, profile: Mapping[str, Any], consent: ConsentView | None, failure: WithheldReason | None
+) -> Decision:
+    released = {
+        name: profile[name] if transform is None else apply_transform(transform, profile[name])
+        for name, transform in plan.kept
+    }
+    relied_on = consent.event_id if consent is not None and failure is None and released else None
+    return Decision(released, list(plan.withheld), relied_on, plan.transformed)
+
+
 def decide(
     policy: Policy,
     purpose: str,
@@ -108,34 +157,10 @@ def decide(
 
     With ``channel``, released values go through the transforms the policy names for that channel.
     """
-    transforms = policy.channels[channel].transforms if channel is not None and channel in policy.channels else {}
-    may_use = set(policy.purposes[purpose].may_use)
-    basis_failure = _basis_failure(policy, purpose, consent, now)
-    released: dict[str, Any] = {}
-    withheld: list[Withheld] = []
-    for name in sorted(profile):
-        # Quiz-derived traits are released on the same terms as fields: by their data category.
-        field = policy.fields.get(name) or policy.traits.get(name)
-        if field is None:
-            withheld.append(Withheld(name, "field_not_in_policy"))
-        elif field.category not in may_use:
-            withheld.append(Withheld(name, "category_not_permitted"))
-        elif basis_failure is not None:
-            withheld.append(Withheld(name, basis_failure))
-        elif name in transforms:
-            released[name] = apply_transform(transforms[name], profile[name])
-        else:
-            released[name] = profile[name]
-    relied_on = consent.event_id if consent is not None and basis_failure is None and released else None
-    transformed = {name: transforms[name] for name in released if name in transforms}
-    return Decision(released=released, withheld=withheld, consent_event_id=relied_on, transformed=transformed)
-
-
-class _Plan(msgspec.Struct, frozen=True):
-    kept: tuple[tuple[str, str | None], ...]
-    """Released fields in order, each with the transform its value goes through (None: as it is)."""
-    withheld: tuple[Withheld, ...]
-    transformed: dict[str, str]
+    failure = _basis_failure(policy, purpose, consent, now)
+    return _apply(
+        _plan(policy, purpose, _channel_transforms(policy, channel), profile, failure), profile, consent, failure
+    )
 
 
 class ReleasePlanner:
@@ -149,9 +174,7 @@ class ReleasePlanner:
     def __init__(self, policy: Policy, purpose: str, channel: str | None = None, max_plans: int = 4096) -> None:
         self._policy = policy
         self._purpose = purpose
-        self._transforms = (
-            policy.channels[channel].transforms if channel is not None and channel in policy.channels else {}
-        )
+        self._transforms = _channel_transforms(policy, channel)
         self._max_plans = max_plans
         self._plans: dict[tuple[tuple[str, ...], WithheldReason | None], _Plan] = {}
 
@@ -160,30 +183,7 @@ class ReleasePlanner:
         key = (tuple(profile), failure)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plan(key[0], failure)
+            plan = _plan(self._policy, self._purpose, self._transforms, key[0], failure)
             if len(self._plans) < self._max_plans:
                 self._plans[key] = plan
-        released = {
-            name: profile[name] if transform is None else apply_transform(transform, profile[name])
-            for name, transform in plan.kept
-        }
-        relied_on = consent.event_id if consent is not None and failure is None and released else None
-        return Decision(released, list(plan.withheld), relied_on, plan.transformed)
-
-    def _plan(self, names: tuple[str, ...], failure: WithheldReason | None) -> _Plan:
-        policy = self._policy
-        may_use = set(policy.purposes[self._purpose].may_use)
-        kept: list[tuple[str, str | None]] = []
-        withheld: list[Withheld] = []
-        for name in sorted(names):
-            field = policy.fields.get(name) or policy.traits.get(name)
-            if field is None:
-                withheld.append(Withheld(name, "field_not_in_policy"))
-            elif field.category not in may_use:
-                withheld.append(Withheld(name, "category_not_permitted"))
-            elif failure is not None:
-                withheld.append(Withheld(name, failure))
-            else:
-                kept.append((name, self._transforms.get(name)))
-        transformed = {name: transform for name, transform in kept if transform is not None}
-        return _Plan(tuple(kept), tuple(withheld), transformed)
+        return _apply(plan, profile, consent, failure)
