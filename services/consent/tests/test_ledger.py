@@ -236,15 +236,20 @@ async def test_consent_collected_in_the_future_is_refused(database: Database) ->
     assert (report.ok, report.events) == (True, 0)
 
 
-async def test_a_crash_mid_write_leaves_no_half_event(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    await record(database, "astrid")
+@pytest.mark.parametrize("write", [record, record_alone], ids=["in_a_transaction", "lone_write"])
+async def test_a_crash_mid_write_leaves_no_half_event(
+    database: Database, monkeypatch: pytest.MonkeyPatch, write: Any
+) -> None:
+    """Whether the write is a transaction or one compare-and-set statement, a failure before its answer
+    (here: the receipt cannot be signed) leaves nothing behind."""
+    await write(database, "astrid")
 
     def crash(*_: Any) -> str:
         raise RuntimeError("power cut after the ledger was written, before the answer")
 
     monkeypatch.setattr("services.consent.service.sign_receipt", crash)
     with pytest.raises(RuntimeError, match="power cut"):
-        await record(database, "astrid", action="withdraw")
+        await write(database, "astrid", action="withdraw")
     monkeypatch.undo()
     report = await verify(database)
     assert (report.ok, report.events) == (True, 1)
@@ -293,25 +298,6 @@ async def test_lone_writers_of_one_subject_keep_one_chain_and_a_true_state(datab
     last = [event for event in history.events if event.purpose == PROFILED][-1]
     assert current[PROFILED].event_id == last.id
     assert current[PROFILED].status == last.action
-
-
-async def test_a_lone_write_that_fails_before_its_answer_leaves_nothing(
-    database: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await record_alone(database, "astrid")
-
-    def crash(*_: Any) -> str:
-        raise RuntimeError("the receipt could not be signed")
-
-    monkeypatch.setattr("services.consent.service.sign_receipt", crash)
-    with pytest.raises(RuntimeError, match="signed"):
-        await record_alone(database, "astrid", action="withdraw")
-    monkeypatch.undo()
-    report = await verify(database)
-    assert (report.ok, report.events) == (True, 1)
-    async with database.sessionmaker() as session:
-        current = await ConsentService(ConsentRepository(session), POLICY, KEYS).current("astrid")
-    assert current.consents[0].status == "given"
 
 
 async def test_a_backdated_lone_write_answers_the_state_that_stands(database: Database) -> None:
