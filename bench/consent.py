@@ -1122,9 +1122,11 @@ def print_report(report: dict[str, Any]) -> None:
     print_errors(report)
 
 
-def print_profile(profile: Mapping[str, Any]) -> None:
-    print(f"py-spy profile of the consent worker (pid {profile['worker_pid']}; stacks in {profile['directory']})")
-    for scenario in ("write", "read", "verify"):
+def print_profile(
+    profile: Mapping[str, Any], component: str = "consent", scenarios: Sequence[str] = ("write", "read", "verify")
+) -> None:
+    print(f"py-spy profile of the {component} worker (pid {profile['worker_pid']}; stacks in {profile['directory']})")
+    for scenario in scenarios:
         summary = profile.get(scenario)
         if not summary or not summary.get("samples"):
             continue

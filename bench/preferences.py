@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.preferences [--json] [--seconds 5] [--rounds 4] [--concurrency 32]
+    .venv/bin/python -m bench.preferences [--json] [--seconds 5] [--rounds 4] [--concurrency 32] [--profile DIR]
 
 (about a minute with the defaults).
 
@@ -25,6 +25,8 @@ it ``bench._raw_insert_app`` served the same way. Two scenarios, each with its b
     Baseline: one ``SELECT`` by primary key of a ``consent_state``-shaped table holding one row per subject.
 
 Target and baseline alternate in rounds after a warm-up; ratios are target / baseline of the same run.
+``--profile DIR`` then records the preferences service's worker with py-spy under profile-read load
+(not measured for the ratios; stacks go to DIR).
 Targets are printed as PASS or MISS (a miss does not fail the run); a wrong or failed answer does (exit 1).
 """
 
@@ -77,18 +79,23 @@ from bench.consent import (
     PLAIN_DSN,
     PURPOSE,
     Problems,
+    PySpy,
     Side,
     _create_raw_schema,
+    _descendants,
     _drop_schema,
     _postmaster,
+    _py_spy,
     _ratio,
     _status_problem,
     _verdict,
     log,
+    print_profile,
     raw_app,
     raw_write_check,
     read_check,
     summarize_load,
+    summarize_profile,
 )
 from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
@@ -565,9 +572,33 @@ async def measure(context: Context) -> dict[str, Any]:
             ]
             await alternate("profile", read_sides, read_load, context)
             measured["profile"] = {side.name: side.results for side in read_sides}
+            if args.profile:
+                measured["py_spy"] = await profile_reads(context, loads["preferences"])
     finally:
         await connection.close()
     return measured
+
+
+async def profile_reads(
+    context: Context, load: Callable[[float, Callable[[], dict[str, int]] | None], Awaitable[LoadResult]]
+) -> dict[str, Any]:
+    """py-spy on the preferences worker under profile-read load (not used for the ratios)."""
+    executable = _py_spy()
+    if executable is None:
+        log("py-spy is not installed; no profile (pip install py-spy)")
+        return {}
+    workers = _descendants(context.preferences_pid) or {context.preferences_pid: 0}
+    worker = max(workers, key=lambda pid: workers[pid])
+    directory = Path(context.args.profile)
+    output = directory / "preferences-profile.txt"
+    log(f"profiling      profile  preferences py-spy -> {output}")
+    spy = PySpy(executable, worker, output)
+    await asyncio.sleep(1.0)  # attached before the load starts
+    try:
+        context.problems.add_result("profile py-spy", await load(context.args.profile_seconds, None))
+    finally:
+        spy.stop()
+    return {"worker_pid": worker, "directory": str(directory), "profile": summarize_profile(output)}
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -641,6 +672,7 @@ def build_report(
         },
         "quiz": measured.get("quiz"),
         "seed": measured.get("seed"),
+        "py_spy": measured.get("py_spy"),
         "results": results,
         "ratios": ratios,
         "targets": verdicts,
@@ -686,6 +718,9 @@ def print_report(report: dict[str, Any]) -> None:
             f"note: in {', '.join(bound)} the load generator (same process) used more than "
             f"{CLIENT_BOUND_SHARE:.0%} of a core and more than the app; app ms/req is the steadier figure there."
         )
+    if report.get("py_spy"):
+        print()
+        print_profile(report["py_spy"], "preferences", ("profile",))
     print_errors(report)
 
 
@@ -702,10 +737,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--subjects", type=int, default=5_000, help="subjects the quiz sessions spread over")
     parser.add_argument("--profiles", type=int, default=2_000, help="profiles seeded and read (default 2000)")
+    parser.add_argument("--profile", metavar="DIR", help="afterwards, py-spy the preferences worker; stacks go to DIR")
+    parser.add_argument("--profile-seconds", type=float, default=5.0, help="profiled read load (default 5)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.warmup < 0:
-        parser.error("--seconds must be > 0, --warmup >= 0")
+    if args.seconds <= 0 or args.warmup < 0 or args.profile_seconds <= 0:
+        parser.error("--seconds and --profile-seconds must be > 0, --warmup >= 0")
     if min(args.rounds, args.concurrency, args.subjects, args.profiles) < 1:
         parser.error("--rounds, --concurrency, --subjects and --profiles must be >= 1")
     return args
@@ -718,6 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not postgres_available():
         log("PostgreSQL does not answer on 127.0.0.1:5432")
         return 1
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     machine = machine_info(("granian", "litestar", "sqlalchemy", "asyncpg", "msgspec", "uvloop", "httpx"))
     measured: dict[str, Any] = {}
     context: Context | None = None

@@ -30,7 +30,6 @@ from services.rules.schemas import (
 from services.rules.service import ExposureService, PolicyReport, RulesService
 from tillit.db import provide_read_session
 from tillit.problems import problem_responses
-from tillit.service_tokens import require_service_token
 from tillit.types import PURPOSE_PATTERN
 
 __all__ = ["CatalogueController", "DefinitionController", "ExperimentController", "SegmentController"]
@@ -66,7 +65,6 @@ def provide_rules_service(session: AsyncSession, request: Request[Any, Any, Any]
 class SegmentController(Controller):
     path = "/v1"
     tags = ["segments"]
-    guards = [require_service_token]
     dependencies = {"rules": Provide(provide_rules_service, sync_to_thread=False)}
 
     @get("/segments", summary="Every segment (latest versions)", responses=problem_responses(401))
@@ -121,7 +119,6 @@ class SegmentController(Controller):
 class DefinitionController(Controller):
     path = "/v1"
     tags = ["definitions"]
-    guards = [require_service_token]
     dependencies = {"rules": Provide(provide_rules_service, sync_to_thread=False)}
 
     @post(
@@ -180,7 +177,6 @@ class DefinitionController(Controller):
 class ExperimentController(Controller):
     path = "/v1/experiments"
     tags = ["experiments"]
-    guards = [require_service_token]
 
     @get(
         "/{key:str}/exposures",
@@ -200,7 +196,6 @@ class ExperimentController(Controller):
 class CatalogueController(Controller):
     path = "/v1/catalogue"
     tags = ["catalogue"]
-    guards = [require_service_token]
 
     @get(
         "/",

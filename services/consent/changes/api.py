@@ -13,7 +13,6 @@ from services.consent.changes.repository import ChangeRepository
 from services.consent.changes.schemas import DEFAULT_LIMIT, MAX_LIMIT, ChangePage
 from services.consent.changes.service import ChangeFeed
 from tillit.problems import problem_responses
-from tillit.service_tokens import require_service_token
 
 __all__ = ["ChangeController"]
 
@@ -25,7 +24,6 @@ def provide_change_feed(session: AsyncSession) -> ChangeFeed:
 class ChangeController(Controller):
     path = "/v1/changes"
     tags = ["changes"]
-    guards = [require_service_token]
     dependencies = {"feed": Provide(provide_change_feed, sync_to_thread=False)}
 
     @get(

@@ -27,7 +27,6 @@ from services.consent.requests.schemas import (
 )
 from services.consent.requests.service import RequestService
 from tillit.problems import problem_responses
-from tillit.service_tokens import require_service_token
 from tillit.types import SUBJECT_ID_PATTERN
 
 __all__ = ["RequestController"]
@@ -40,7 +39,6 @@ def provide_request_service(session: AsyncSession, state: State) -> RequestServi
 class RequestController(Controller):
     path = "/v1/requests"
     tags = ["gdpr requests"]
-    guards = [require_service_token]
     dependencies = {"gdpr_requests": Provide(provide_request_service, sync_to_thread=False)}
 
     @post(

@@ -20,7 +20,6 @@ from services.preferences.schemas import SubjectQuizSessions
 from services.preferences.service import ProfileService
 from tillit.db import Database, provide_read_session
 from tillit.problems import problem_responses
-from tillit.service_tokens import require_service_token
 from tillit.types import SubjectIdPath
 
 __all__ = ["QUIZ_CONTROLLERS", "QuizController", "QuizSessionController", "load_stored_quizzes"]
@@ -49,7 +48,6 @@ async def load_stored_quizzes(app: Litestar) -> None:
 class QuizController(Controller):
     path = "/v1/quizzes"
     tags = ["quizzes"]
-    guards = [require_service_token]
     dependencies = {"quizzes": Provide(provide_quiz_service, sync_to_thread=False)}
 
     @get(summary="Every quiz version: id, version and titles", dependencies=READ_ONLY, responses=problem_responses(401))
@@ -89,7 +87,6 @@ class QuizController(Controller):
 class QuizSessionController(Controller):
     path = "/v1"
     tags = ["quiz sessions"]
-    guards = [require_service_token]
     dependencies = {"quizzes": Provide(provide_quiz_service, sync_to_thread=False)}
 
     @post(

@@ -44,10 +44,10 @@ async def client(tmp_path: Path) -> AsyncIterator[AsyncTestClient[Any]]:
         on_startup=[load_stored_quizzes],
         state={
             "policy": policy,
-            "service_token_verifier": verifier,
             "quizzes": QuizCatalogue.from_files(QUIZ_DIR, policy),
             "quiz_session_lifetime": timedelta(hours=72),
         },
+        service_tokens=verifier,
     )
     async with AsyncTestClient(app=app) as client:
         client.headers.update(issuer.headers_for("preferences"))

@@ -69,7 +69,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         description="RequestController alone.",
         route_handlers=[RequestController],
         migrations=MIGRATIONS,
-        state={"policy": load_policy(settings.policy_dir), "service_token_verifier": verifier},
+        state={"policy": load_policy(settings.policy_dir)},
+        service_tokens=verifier,
     )
     async with AsyncTestClient(app=app) as client:
         yield Api(client, issuer.headers_for("consent"))
