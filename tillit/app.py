@@ -10,7 +10,7 @@ import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
@@ -32,9 +32,30 @@ from tillit.problems import InvalidRequest, Unavailable, UnsupportedMediaType, e
 from tillit.service_tokens import PROTECTED_PREFIX, ServiceTokenVerifier, authorization_of
 from tillit.settings import Settings, load_settings
 
-__all__ = ["create_app", "create_internal_service"]
+__all__ = ["Closable", "create_app", "create_internal_service", "postgres_state"]
 
 StartupHook = Callable[[Litestar], Any]
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+def postgres_state(key: str, build: Callable[[Database], Closable]) -> tuple[StartupHook, StartupHook]:
+    """Start and stop hooks that put ``build(database)`` in the app state under ``key`` on PostgreSQL
+    (nothing on SQLite) and close it before the database is; e.g. a service's batched reads."""
+
+    def start(app: Litestar) -> None:
+        database: Database = app.state.database
+        if not database.is_sqlite:
+            app.state[key] = build(database)
+
+    async def stop(app: Litestar) -> None:
+        built: Closable | None = app.state.get(key)
+        if built is not None:
+            await built.close()
+
+    return start, stop
 
 
 @get("/health/live", include_in_schema=False, sync_to_thread=False)
@@ -259,13 +280,15 @@ def create_internal_service(
     state: Callable[[Settings], dict[str, Any]] | None = None,
     background: Callable[[Settings], tuple[StartupHook, StartupHook]] | None = None,
     on_startup: Sequence[StartupHook] = (),
+    on_shutdown: Sequence[StartupHook] = (),
     policy_checks: Sequence[PolicyCheck] = (),
 ) -> Litestar:
     """An internal service: own database, the policy in ``state.policy``, gateway tokens required.
 
     ``state`` builds the service's own additions to the application state from its settings;
     ``background`` gives start and stop hooks of work the service runs beside its requests;
-    ``on_startup`` hooks run once the database is migrated, before any request. A reloaded policy
+    ``on_startup`` hooks run once the database is migrated, before any request, ``on_shutdown``
+    hooks after the last one, before the database is closed. A reloaded policy
     must pass ``check_policy`` and then ``policy_checks`` before it replaces the one in force.
     """
     settings = load_settings(component)
@@ -281,7 +304,7 @@ def create_internal_service(
         route_handlers=route_handlers,
         migrations=migrations,
         on_startup=[*on_startup, *([start] if start else [])],
-        on_shutdown=[stop] if stop else [],
+        on_shutdown=[*([stop] if stop else []), *on_shutdown],
         state={"policy": policy, **(state(settings) if state else {})},
         policy_checks=[*([_as_reload_check(check_policy)] if check_policy else []), *policy_checks],
         service_tokens=verifier,

@@ -24,6 +24,7 @@ __all__ = [
     "POOL_SIZE",
     "Database",
     "autocommit_connection",
+    "bare_connection",
     "driver_connection",
     "provide_read_session",
     "provide_session",
@@ -140,6 +141,25 @@ async def read_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSe
             await _close_if_used(session)
         finally:
             await reader.release()
+
+
+@asynccontextmanager
+async def bare_connection(database: Database) -> AsyncIterator[Any]:
+    """A pooled asyncpg connection outside any session (PostgreSQL only): each statement commits alone.
+
+    For work that belongs to no request, such as a batch of reads shared by many requests
+    (:mod:`tillit.read_batch`). A connection the server dropped is invalidated, not put back.
+    """
+    pooled = await database.engine.raw_connection()
+    driver = pooled.driver_connection
+    try:
+        yield driver
+    except BaseException:
+        if driver.is_closed():
+            await greenlet_spawn(pooled.invalidate)
+        raise
+    finally:
+        await greenlet_spawn(pooled.close)
 
 
 async def _close_if_used(session: AsyncSession) -> None:

@@ -32,12 +32,15 @@ from services.consent.schemas import (
     SubjectBatch,
     SubjectConsents,
 )
-from services.consent.service import ConsentService, SigningKeys
+from services.consent.service import BatchedStateReads, ConsentService, SigningKeys
 from tillit.db import provide_read_session, read_session
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN, SubjectIdPath
 
-__all__ = ["ConsentController", "receipt_keys"]
+__all__ = ["STATE_READS", "ConsentController", "receipt_keys"]
+
+STATE_READS = "state_reads"
+"""Key of the process's :class:`BatchedStateReads` in the application state (PostgreSQL only)."""
 
 PurposePath = Annotated[str, Parameter(pattern=PURPOSE_PATTERN, max_length=100, description="A purpose key")]
 AfterQuery = Annotated[
@@ -200,7 +203,12 @@ class ConsentController(Controller):
         responses=problem_responses(400, 401),
     )
     async def current_state(self, subject_id: SubjectIdPath, request: Request[Any, Any, Any]) -> SubjectConsents:
-        # The hottest read of the service: its session is opened here, not injected (see read_session).
+        # The hottest read of the service: batched on PostgreSQL, else its session opened here, not
+        # injected (see read_session).
+        state = request.app.state
+        batched: BatchedStateReads | None = state.get(STATE_READS)
+        if batched is not None:
+            return await batched.current(subject_id, state.policy)
         async with read_session(request) as session:
             return await provide_consent_service(session, request).current(subject_id)
 

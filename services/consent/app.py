@@ -7,14 +7,14 @@ from typing import Any
 
 from litestar import Litestar
 
-from services.consent.api import ConsentController, receipt_keys
+from services.consent.api import STATE_READS, ConsentController, receipt_keys
 from services.consent.changes.api import ChangeController
 from services.consent.expiry import expiry_sweeper
 from services.consent.heads import ChainHeadCache
 from services.consent.repository import ConsentRepository
 from services.consent.requests.api import RequestController
-from services.consent.service import ConsentService, SigningKeys
-from tillit.app import create_internal_service
+from services.consent.service import BatchedStateReads, ConsentService, SigningKeys
+from tillit.app import create_internal_service, postgres_state
 from tillit.db import Database
 from tillit.keys import RECEIPT_KEY, load_public_keys, load_receipt_key
 from tillit.policy import Policy
@@ -55,6 +55,7 @@ async def publish_notices(app: Litestar, policy: Policy) -> None:
 
 
 def create_app() -> Litestar:
+    start_reads, stop_reads = postgres_state(STATE_READS, BatchedStateReads)
     return create_internal_service(
         "consent",
         title="tillit consent service",
@@ -68,6 +69,7 @@ def create_app() -> Litestar:
         check_policy=require_controller,
         state=signing_state,
         background=lambda settings: expiry_sweeper(settings.expiry_sweep_seconds),
-        on_startup=[register_notices],
+        on_startup=[register_notices, start_reads],
+        on_shutdown=[stop_reads],
         policy_checks=[publish_notices],
     )

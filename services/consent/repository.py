@@ -24,7 +24,7 @@ from services.consent.models import ConsentChain, ConsentEvent, ConsentState, Id
 from tillit.db import autocommit_connection, driver_connection, release_autocommit
 from tillit.types import as_utc
 
-__all__ = ["ActiveRow", "ConsentRepository", "StateRow"]
+__all__ = ["ActiveRow", "ConsentRepository", "StateRow", "states_of_subjects"]
 
 _chain = ConsentChain.__table__  # type: ignore[attr-defined]
 _event = ConsentEvent.__table__  # type: ignore[attr-defined]
@@ -152,6 +152,11 @@ SELECT subject_id, purpose, status, since, event_id, notice_version, expires_at
 FROM consent_state WHERE subject_id = $1 ORDER BY purpose
 """
 
+_PG_STATES_OF: Final = """
+SELECT subject_id, purpose, status, since, event_id, notice_version, expires_at
+FROM consent_state WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, purpose
+"""
+
 # The audience query: given consents of one purpose that still count, in subject order after $2.
 # The index ix_consent_state_audience (purpose, status, subject_id) serves it.
 _PG_ACTIVE: Final = """
@@ -183,6 +188,17 @@ class StateRow(msgspec.Struct, frozen=True):
     event_id: str
     notice_version: int | None
     expires_at: datetime | None
+
+
+async def states_of_subjects(driver: Any, subject_ids: Sequence[str]) -> dict[str, list[StateRow]]:
+    """The states of many subjects, each ordered by purpose, on an asyncpg connection (PostgreSQL only).
+
+    A subject with no state is left out. For :class:`services.consent.service.BatchedStateReads`.
+    """
+    states: dict[str, list[StateRow]] = {}
+    for row in await driver.fetch(_PG_STATES_OF, subject_ids):
+        states.setdefault(row[0], []).append(StateRow(*row))
+    return states
 
 
 class ActiveRow(msgspec.Struct, frozen=True):

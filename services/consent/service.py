@@ -20,7 +20,7 @@ from services.consent.heads import ChainHeadCache
 from services.consent.imports import parse_batch
 from services.consent.models import ConsentState
 from services.consent.receipts import ReceiptFacts, build_receipt, sign_receipt
-from services.consent.repository import ConsentRepository, StateRow
+from services.consent.repository import ConsentRepository, StateRow, states_of_subjects
 from services.consent.schemas import (
     ActiveConsents,
     ConfirmConsent,
@@ -44,11 +44,13 @@ from services.consent.schemas import (
     SubjectConsents,
     SubjectPurposeState,
 )
+from tillit.db import Database, bare_connection
 from tillit.policy import Policy, PolicyError
-from tillit.problems import BadRequest, Conflict, NotFound, Unprocessable
+from tillit.problems import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
+from tillit.read_batch import ReadBatcher
 from tillit.types import as_utc, utcnow
 
-__all__ = ["CLOCK_SKEW", "ConsentService", "SigningKeys", "truncate_ip"]
+__all__ = ["CLOCK_SKEW", "BatchedStateReads", "ConsentService", "SigningKeys", "status_out", "truncate_ip"]
 
 T = TypeVar("T")
 _ACTIONS = {"give": "given", "refuse": "refused", "withdraw": "withdrawn"}
@@ -626,23 +628,64 @@ class ConsentService:
         )
 
     def _status_out(self, state: ConsentState | StateRow, now: datetime) -> ConsentStatusOut:
-        expires_at = as_utc(state.expires_at) if state.expires_at else None
-        expired = state.status == "given" and expires_at is not None and expires_at <= now
-        stale = (
-            state.status == "given"
-            and not expired
-            and (state.notice_version or 1) < self.policy.reconsent_floor(state.purpose, now)
+        return status_out(state, now, self.policy)
+
+
+def status_out(state: ConsentState | StateRow, now: datetime, policy: Policy) -> ConsentStatusOut:
+    """What a stored state means at ``now`` under ``policy``: expired, suspended by a material notice, active."""
+    expires_at = as_utc(state.expires_at) if state.expires_at else None
+    expired = state.status == "given" and expires_at is not None and expires_at <= now
+    stale = (
+        state.status == "given"
+        and not expired
+        and (state.notice_version or 1) < policy.reconsent_floor(state.purpose, now)
+    )
+    return ConsentStatusOut(
+        purpose=state.purpose,
+        status="expired" if expired else state.status,  # type: ignore[arg-type]
+        active=state.status == "given" and not expired and not stale,
+        since=as_utc(state.since),
+        event_id=state.event_id,
+        notice_version=state.notice_version,
+        expires_at=expires_at,
+        needs_reconsent=stale,
+    )
+
+
+class BatchedStateReads:
+    """Current-state reads of concurrent requests in one statement per batch (PostgreSQL only).
+
+    Answers exactly what :meth:`ConsentService.current` does; see :mod:`tillit.read_batch` for why a
+    read never sees less than what was committed before it began (a withdrawal acknowledged before
+    the read started is in its answer), and how a failed batch fails closed (every read in it a 503).
+    """
+
+    def __init__(self, database: Database, clock: Callable[[], datetime] = utcnow) -> None:
+        self._database = database
+        self._clock = clock
+        self._batcher: ReadBatcher[str, list[StateRow]] = ReadBatcher(self._fetch, _unavailable)
+
+    async def current(self, subject_id: str, policy: Policy) -> SubjectConsents:
+        now = self._clock()
+        states = await self._batcher.get(subject_id) or []
+        return SubjectConsents(
+            subject_id=subject_id, as_of=now, consents=[status_out(state, now, policy) for state in states]
         )
-        return ConsentStatusOut(
-            purpose=state.purpose,
-            status="expired" if expired else state.status,  # type: ignore[arg-type]
-            active=state.status == "given" and not expired and not stale,
-            since=as_utc(state.since),
-            event_id=state.event_id,
-            notice_version=state.notice_version,
-            expires_at=expires_at,
-            needs_reconsent=stale,
-        )
+
+    async def close(self) -> None:
+        await self._batcher.close()
+
+    async def _fetch(self, subject_ids: list[str]) -> dict[str, list[StateRow]]:
+        async with bare_connection(self._database) as driver:
+            return await states_of_subjects(driver, subject_ids)
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(
+        f"the consent state could not be read ({type(exc).__name__}); nothing was answered, try again",
+        slug="database-unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _explicit_opt_in_after_gpc(events: list[Any]) -> bool:

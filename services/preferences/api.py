@@ -22,12 +22,22 @@ from services.preferences.schemas import (
     ProfileStats,
     SubjectExport,
 )
-from services.preferences.service import ProfileService
+from services.preferences.service import BatchedProfileReads, ProfileService
 from tillit.db import provide_read_session, read_session
 from tillit.problems import problem_responses
 from tillit.types import SUBJECT_ID_PATTERN, SubjectIdPath
 
-__all__ = ["ProfileBatchController", "ProfileController", "StatsController", "SubjectDataController"]
+__all__ = [
+    "PROFILE_READS",
+    "ProfileBatchController",
+    "ProfileController",
+    "StatsController",
+    "SubjectDataController",
+]
+
+PROFILE_READS = "profile_reads"
+"""Key of the process's :class:`BatchedProfileReads` in the application state (PostgreSQL only)."""
+
 
 READ_ONLY = {"session": Provide(provide_read_session)}
 """Handlers that only read take an autocommit session: no BEGIN and COMMIT round trips."""
@@ -60,7 +70,11 @@ class ProfileController(Controller):
 
     @get(summary="The subject's whole profile with provenance", responses=problem_responses(400, 401, 404))
     async def read(self, subject_id: SubjectIdPath, request: Request[Any, Any, Any]) -> Profile:
-        # The hottest read of the service: its session is opened here, not injected (see read_session).
+        # The hottest read of the service: batched on PostgreSQL, else its session opened here, not
+        # injected (see read_session).
+        batched: BatchedProfileReads | None = request.app.state.get(PROFILE_READS)
+        if batched is not None:
+            return await batched.get(subject_id)
         async with read_session(request) as session:
             return await ProfileService(ProfileRepository(session)).get(subject_id)
 

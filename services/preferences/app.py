@@ -7,13 +7,19 @@ from typing import Any
 
 from litestar import Litestar
 
-from services.preferences.api import ProfileBatchController, ProfileController, StatsController, SubjectDataController
+from services.preferences.api import (
+    PROFILE_READS,
+    ProfileBatchController,
+    ProfileController,
+    StatsController,
+    SubjectDataController,
+)
 from services.preferences.quizzes.api import QUIZ_CONTROLLERS, load_stored_quizzes
 from services.preferences.quizzes.definitions import QUIZ_DIR
 from services.preferences.quizzes.purge import session_purger
 from services.preferences.quizzes.service import QuizCatalogue, session_lifetime
-from services.preferences.service import check_fields_declared
-from tillit.app import create_internal_service
+from services.preferences.service import BatchedProfileReads, check_fields_declared
+from tillit.app import create_internal_service, postgres_state
 from tillit.policy import Policy
 from tillit.settings import Settings
 
@@ -33,6 +39,8 @@ def create_app() -> Litestar:
     def quiz_state(_settings: Settings) -> dict[str, Any]:
         return state
 
+    start_reads, stop_reads = postgres_state(PROFILE_READS, BatchedProfileReads)
+
     return create_internal_service(
         "preferences",
         title="tillit preferences service",
@@ -50,6 +58,7 @@ def create_app() -> Litestar:
         migrations=MIGRATIONS,
         check_policy=check_policy,
         state=quiz_state,
-        on_startup=[load_stored_quizzes],
+        on_startup=[load_stored_quizzes, start_reads],
+        on_shutdown=[stop_reads],
         background=lambda settings: session_purger(settings.expiry_sweep_seconds),
     )

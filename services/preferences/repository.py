@@ -18,10 +18,14 @@ from services.preferences.models import SUBJECT_TABLES, ProfileChange, ProfileSu
 from services.preferences.quizzes.models import QuizSession
 from tillit.db import driver_connection
 
-__all__ = ["ProfileRepository", "StoredValue"]
+__all__ = ["ProfileRepository", "StoredValue", "stored_values_of"]
 
 _subject = ProfileSubject.__table__  # type: ignore[attr-defined]
 _PG_VALUES: Final = "SELECT field, value, source, updated_at FROM profile_value WHERE subject_id = $1 ORDER BY field"
+_PG_VALUES_OF: Final = """
+SELECT subject_id, field, value, source, updated_at FROM profile_value
+WHERE subject_id = ANY($1::text[]) ORDER BY subject_id, field
+"""
 
 
 class StoredValue(NamedTuple):
@@ -31,6 +35,17 @@ class StoredValue(NamedTuple):
     value: Any
     source: str
     updated_at: datetime
+
+
+async def stored_values_of(driver: Any, subject_ids: Sequence[str]) -> dict[str, list[StoredValue]]:
+    """The values of many subjects ordered by field, on an asyncpg connection (PostgreSQL only).
+
+    A subject with no value is left out. For :class:`services.preferences.service.BatchedProfileReads`.
+    """
+    values: dict[str, list[StoredValue]] = {}
+    for subject_id, *row in await driver.fetch(_PG_VALUES_OF, subject_ids):
+        values.setdefault(subject_id, []).append(StoredValue(*row))
+    return values
 
 
 _value = ProfileValue.__table__  # type: ignore[attr-defined]

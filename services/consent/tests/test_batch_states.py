@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
 
+from services.consent.repository import StateRow
 from services.consent.schemas import ConfirmConsent
+from services.consent.service import BatchedStateReads
 from services.consent.tests.support import POLICY, PROFILED, consent_service, record
 from tillit.db import Database
 from tillit.policy import Policy
+from tillit.problems import Unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +79,58 @@ async def test_every_kind_of_state_reads_the_same_in_a_batch_as_alone(database: 
         "lapsed": ("expired", False, False),
     }
     assert kinds[EMAIL] == {"pending": ("pending", False, False), "confirmed": ("given", True, False)}
+
+
+async def test_batched_current_state_reads_answer_as_the_single_read_and_see_every_acknowledged_write(
+    database: Database,
+) -> None:
+    """The consent service's batched GET /v1/subjects/{id}/consents (PostgreSQL): concurrent reads of
+    every kind of state share statements yet answer as ``current`` does; a withdrawal acknowledged
+    before a read began is in it; a failed batch answers 503 to every read in it, nothing else."""
+    if database.is_sqlite:
+        pytest.skip("batched reads are PostgreSQL's (SQLite reads each subject alone)")
+    policy = _material_change()
+    before = NOW - timedelta(days=60)
+    at = {"policy": policy, "now": NOW}
+    await record(database, "given", notice_version=2, **at)
+    await record(database, "stale", notice_version=1, collected_at=before, policy=policy, now=before)
+    await record(database, "withdrawn", **at)
+    await record(database, "withdrawn", action="withdraw", **at)
+    await record(database, "lapsed", collected_at=NOW - timedelta(days=800), policy=policy, now=before)
+    await record(database, "pending", EMAIL, **at)
+    subjects = ["given", "stale", "withdrawn", "lapsed", "pending", "nobody"] * 20
+    reads = BatchedStateReads(database, clock=lambda: NOW)
+    fetched: list[int] = []
+    fetch = reads._fetch
+
+    async def counting(keys: list[str]) -> dict[str, list[StateRow]]:
+        fetched.append(len(keys))
+        return await fetch(keys)
+
+    reads._batcher._fetch = counting  # type: ignore[method-assign]
+    try:
+        batched = await asyncio.gather(*(reads.current(subject, policy) for subject in subjects))
+        assert len(fetched) < len(subjects) / 10, fetched  # shared statements, each key once per batch
+        async with consent_service(database, policy, lambda: NOW) as service:
+            alone = {subject: await service.current(subject) for subject in set(subjects)}
+        for subject, answer in zip(subjects, batched, strict=True):
+            assert answer == alone[subject]
+        assert [state.status for state in alone["lapsed"].consents] == ["expired"]
+        assert alone["nobody"].consents == []
+
+        for turn in range(20):
+            reading = [asyncio.ensure_future(reads.current("given", policy)) for _ in range(5)]
+            action = "withdraw" if turn % 2 == 0 else "give"
+            await record(database, "given", action=action, notice_version=2, **at)
+            after = await asyncio.gather(*(reads.current("given", policy) for _ in range(5)))
+            assert {state.consents[0].status for state in after} == {"withdrawn" if action == "withdraw" else "given"}
+            await asyncio.gather(*reading)
+
+        async def broken(keys: list[str]) -> dict[str, list[StateRow]]:
+            raise ConnectionResetError("the database went away")
+
+        reads._batcher._fetch = broken  # type: ignore[method-assign]
+        failed = await asyncio.gather(*(reads.current(s, policy) for s in subjects[:6]), return_exceptions=True)
+        assert all(isinstance(error, Unavailable) and error.status_code == 503 for error in failed), failed
+    finally:
+        await reads.close()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from services.preferences.repository import StoredValue
+from services.preferences.service import BatchedProfileReads
 from services.preferences.tests.support import patch, profile_service
 from tillit.db import Database
+from tillit.problems import NotFound, Unavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -60,3 +65,54 @@ async def test_a_batch_answers_each_profile_as_the_single_read_does(database: Da
         batch = {p.subject_id: p.fields for p in (await service.batch(["astrid", "bo", "nobody"])).profiles}
         alone = {subject: (await service.get(subject)).fields for subject in ("astrid", "bo")}
     assert batch == alone
+
+
+async def test_batched_single_reads_answer_as_the_single_read_and_see_every_acknowledged_patch(
+    database: Database,
+) -> None:
+    """The service's batched GET /v1/subjects/{id}/profile (PostgreSQL): concurrent reads share
+    statements yet answer as ``get`` does (a subject without values is a 404 each); a patch
+    acknowledged before a read began is in it; a failed batch answers 503 to every read in it."""
+    if database.is_sqlite:
+        pytest.skip("batched reads are PostgreSQL's (SQLite reads each subject alone)")
+    await patch(database, "astrid", {"email": "astrid@example.com", "sizes": {"tops": "M"}, "shoe_size": 38.5})
+    await patch(database, "bo", {"favourite_brands": ["Acne Studios"], "first_name": 'Bo "B" Ödmark'})
+    await patch(database, "cleared", {"first_name": "Gone"})
+    await patch(database, "cleared", {"first_name": None})
+    subjects = ["astrid", "bo", "cleared", "nobody"] * 30
+    reads = BatchedProfileReads(database)
+    fetched: list[int] = []
+    fetch = reads._fetch
+
+    async def counting(keys: list[str]) -> dict[str, list[StoredValue]]:
+        fetched.append(len(keys))
+        return await fetch(keys)
+
+    reads._batcher._fetch = counting  # type: ignore[method-assign]
+    try:
+        batched = await asyncio.gather(*(reads.get(subject) for subject in subjects), return_exceptions=True)
+        assert len(fetched) < len(subjects) / 10, fetched
+        async with profile_service(database) as service:
+            alone = {"astrid": await service.get("astrid"), "bo": await service.get("bo")}
+        for subject, answer in zip(subjects, batched, strict=True):
+            if subject in alone:
+                assert answer == alone[subject]
+            else:
+                assert isinstance(answer, NotFound), answer
+                assert answer.slug == "profile-not-found"
+
+        for size in range(36, 46):
+            reading = [asyncio.ensure_future(reads.get("astrid")) for _ in range(5)]
+            await patch(database, "astrid", {"shoe_size": size})
+            after = await asyncio.gather(*(reads.get("astrid") for _ in range(5)))
+            assert {profile.fields["shoe_size"] for profile in after} == {size}
+            await asyncio.gather(*reading)
+
+        async def broken(keys: list[str]) -> dict[str, list[StoredValue]]:
+            raise ConnectionResetError("the database went away")
+
+        reads._batcher._fetch = broken  # type: ignore[method-assign]
+        failed = await asyncio.gather(*(reads.get(s) for s in subjects[:4]), return_exceptions=True)
+        assert all(isinstance(error, Unavailable) and error.status_code == 503 for error in failed), failed
+    finally:
+        await reads.close()
