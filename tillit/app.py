@@ -10,7 +10,7 @@ import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
@@ -77,15 +77,29 @@ async def ready(state: State) -> Response[dict[str, str]]:
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+_NO_JSON_BODY: Final = object()
+_json_body_parameters: dict[int, Any] = {}
+"""Per route handler (by id; handlers live as long as the app): its JSON ``data`` parameter or not."""
+
+
 def _json_body_parameter(request: Request[Any, Any, Any]) -> Any | None:
     """The handler's ``data`` parameter when it takes a JSON body on an API write, else ``None``.
 
     Writes without a body (``POST .../back``) need no content type; a handler that declares another
     body encoding (a form, as RFC 8058 one-click unsubscribe posts) has Litestar check it instead.
     """
-    if request.method not in _BODY_METHODS or not request.url.path.startswith("/v1/"):
+    scope = request.scope
+    if scope["method"] not in _BODY_METHODS or not scope["path"].startswith("/v1/"):
         return None
-    parameter = request.route_handler.parsed_fn_signature.parameters.get("data")
+    handler = request.route_handler
+    parameter = _json_body_parameters.get(id(handler), _NO_JSON_BODY)
+    if parameter is _NO_JSON_BODY:
+        parameter = _json_body_parameters[id(handler)] = _declared_json_body(handler)
+    return parameter
+
+
+def _declared_json_body(handler: Any) -> Any | None:
+    parameter = handler.parsed_fn_signature.parameters.get("data")
     if parameter is None:
         return None
     body = parameter.kwarg_definition
@@ -93,11 +107,18 @@ def _json_body_parameter(request: Request[Any, Any, Any]) -> Any | None:
     return parameter if media_type in (RequestEncodingType.JSON, MediaType.JSON) else None
 
 
+def _content_type(scope: Any) -> str:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return str(value.decode("latin-1"))
+    return ""
+
+
 def require_json_body(request: Request[Any, Any, Any]) -> None:
     """API writes that take a body take JSON only; anything else is refused before it is read."""
     if _json_body_parameter(request) is None:
         return
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media_type = _content_type(request.scope).split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType(f"send the body as application/json (got {media_type or 'no content type'})")
 

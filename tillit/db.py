@@ -30,6 +30,7 @@ __all__ = [
     "provide_session",
     "read_session",
     "release_autocommit",
+    "request_session",
 ]
 
 POOL_SIZE: Final = 16
@@ -251,12 +252,20 @@ _LONE_WRITER: Final = "tillit.lone_writer"
 
 async def provide_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
     """One session per request; the request owns the transaction."""
+    async with request_session(request) as session:
+        yield session
+
+
+@asynccontextmanager
+async def request_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+    """:func:`provide_session` for a handler that opens it itself (the hottest write, as
+    :func:`read_session` for the hottest reads): committed when the block ends, rolled back if it raises."""
     database: Database = request.app.state.database
     async with _write_turn(database, request.method):
         session = database.sessionmaker()
         try:
             yield session
-        except Exception:
+        except BaseException:
             if session.in_transaction():
                 await session.rollback()
             raise

@@ -33,7 +33,7 @@ from services.consent.schemas import (
     SubjectConsents,
 )
 from services.consent.service import BatchedStateReads, ConsentService, SigningKeys
-from tillit.db import provide_read_session, read_session
+from tillit.db import provide_read_session, read_session, request_session
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN, SubjectIdPath
 
@@ -87,7 +87,8 @@ IdempotencyKeyHeader = Annotated[
 
 async def fingerprint(request: Request[Any, Any, Any]) -> str:
     """What makes two requests the same request: method, path and body."""
-    digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode())
+    scope = request.scope  # not request.url: building it cost more than the hash (py-spy)
+    digest = hashlib.sha256(f"{request.method} {scope.get('root_path', '')}{scope['path']}\n".encode())
     digest.update(await request.body())
     return digest.hexdigest()
 
@@ -123,17 +124,19 @@ class ConsentController(Controller):
         request: Request[Any, Any, Any],
         subject_id: SubjectIdPath,
         data: RecordConsent,
-        consents: ConsentService,
         sec_gpc: GpcHeader = None,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> RecordedConsent:
-        return await consents.once(
-            idempotency_key,
-            await fingerprint(request),
-            # Without a key there is no idempotency record to write: the event is the only write.
-            lambda: consents.record(subject_id, data, gpc=sec_gpc == "1", only_write=idempotency_key is None),
-            RecordedConsent,
-        )
+        # The hottest write of the service: its session is opened here, not injected (see request_session).
+        async with request_session(request) as session:
+            consents = provide_consent_service(session, request)
+            return await consents.once(
+                idempotency_key,
+                await fingerprint(request),
+                # Without a key there is no idempotency record to write: the event is the only write.
+                lambda: consents.record(subject_id, data, gpc=sec_gpc == "1", only_write=idempotency_key is None),
+                RecordedConsent,
+            )
 
     @post(
         "/imports",

@@ -323,6 +323,21 @@ def test_the_signed_payload_is_canonical_json(key: OKPKey) -> None:
     assert sign_receipt(dict(reversed(receipt.items())), key) == token  # Ed25519 is deterministic
 
 
+def test_canonical_json_is_the_sorted_compact_utf8_form_any_json_library_gives() -> None:
+    """A receipt's bytes are those of ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)``: a verifier can re-encode a payload it decoded and compare."""
+    receipt = build_receipt(facts(), CONTROLLER)
+    awkward = {
+        "zeta": 'quote " backslash \\ slash / tab \t newline \n bell \u0007 del \u007f',
+        "alpha": ["Åsa Ödmark", "日本", "emoji \U0001f600", "line sep \u2028"],
+        "nested": {"b": [3, -1, 0], "a": {"y": True, "x": None}},
+        "number": 12345678901234,
+    }
+    for payload in (receipt, awkward):
+        expected = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        assert canonical_json(payload) == expected
+
+
 def test_a_tampered_payload_is_refused(key: OKPKey, public_keys: KeySet) -> None:
     receipt = build_receipt(facts(), CONTROLLER)
     header, _, signature = segments(sign_receipt(receipt, key))
