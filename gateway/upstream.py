@@ -24,11 +24,11 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import msgspec
 
-from gateway.read_batch import ReadBatcher
 from gateway.release import ConsentView
 from gateway.schemas import RulesDecision
 from tillit.http1 import HTTP1Pool, UpstreamTransportError
 from tillit.problems import NotFound, TillitError, Unavailable, Unprocessable
+from tillit.read_batch import ReadBatcher
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import Settings
 

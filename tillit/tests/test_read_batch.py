@@ -1,4 +1,4 @@
-"""The batched upstream reads of releases: batching, no stale answer, fail closed, cancellation."""
+"""Batched reads (tillit.read_batch): batching, no stale answer, fail closed, cancellation."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from gateway.read_batch import ReadBatcher
 from tillit.problems import Unavailable
+from tillit.read_batch import ReadBatcher
 
 pytestmark = pytest.mark.anyio
 
