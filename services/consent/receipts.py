@@ -15,6 +15,7 @@ language the consent was collected in, and ``tillit:noticeText`` holds the notic
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -223,6 +224,19 @@ def _termination(facts: ReceiptFacts, controller: Controller, collected_at: date
     return f"Until withdrawn, and at the latest until {expires}, when it expires unless renewed. {how}"
 
 
+@functools.lru_cache(maxsize=256)
+def _purpose_terms(
+    purpose: str, categories: tuple[str, ...], named_third_parties: bool
+) -> tuple[str, tuple[str, ...], bool, tuple[str, ...]]:
+    """The Kantara terms that follow from the purpose and its categories alone: its category, the PII
+    categories, third-party disclosure and the sensitive categories. The same for every receipt of a
+    purpose under one policy, so worked out once (they were a tenth of a consent write's receipt)."""
+    third_party = named_third_parties or _is_under(purpose, _THIRD_PARTY_USES)
+    sensitive = tuple(sorted({category for category in categories if _is_under(category, _SENSITIVE)}))
+    category = _by_prefix(purpose, _PURPOSE_CATEGORIES) or purpose
+    return category, tuple(_pii_categories(list(categories))), third_party, sensitive
+
+
 def _controller(controller: Controller) -> dict[str, Any]:
     address = controller.address
     postal: dict[str, str] = {
@@ -275,14 +289,15 @@ def build_receipt(
     _check(facts)
     collected_at = _utc(facts.collected_at, "collected_at")
     method, consent_type = _collection(facts)
-    third_party = bool(facts.third_parties) or _is_under(facts.purpose, _THIRD_PARTY_USES)
-    sensitive = sorted({category for category in facts.categories if _is_under(category, _SENSITIVE)})
+    purpose_category, pii_categories, third_party, sensitive = _purpose_terms(
+        facts.purpose, tuple(facts.categories), bool(facts.third_parties)
+    )
 
     purpose: dict[str, Any] = {
         "purpose": facts.purpose_title,
-        "purposeCategory": [_by_prefix(facts.purpose, _PURPOSE_CATEGORIES) or facts.purpose],
+        "purposeCategory": [purpose_category],
         "consentType": consent_type,
-        "piiCategory": _pii_categories(facts.categories),
+        "piiCategory": list(pii_categories),
         "primaryPurpose": True,
         "termination": _termination(facts, controller, collected_at),
         "thirdPartyDisclosure": third_party,
@@ -313,7 +328,7 @@ def build_receipt(
         "policyUrl": policy_url or controller.privacy_policy_url,
         "services": [{"service": facts.purpose_title, "purposes": [purpose]}],
         "sensitive": bool(sensitive),
-        "spiCat": sensitive,
+        "spiCat": list(sensitive),
         "tillit:action": facts.action,
         "tillit:consentTime": _iso(collected_at),
         "tillit:source": facts.source,
