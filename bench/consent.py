@@ -777,16 +777,24 @@ def summarize_profile(path: Path, top: int = 30) -> dict[str, Any]:
     }
 
 
+def worker_to_profile(server_pid: int) -> tuple[str, int] | None:
+    """(py-spy executable, the busiest worker under ``server_pid``), or None (logged) without py-spy."""
+    executable = _py_spy()
+    if executable is None:
+        log("py-spy is not installed; no profile (pip install py-spy)")
+        return None
+    workers = _descendants(server_pid) or {server_pid: 0}
+    return executable, max(workers, key=lambda pid: workers[pid])
+
+
 async def profile_consent(
     context: Context, targets: Mapping[str, Sequence[Target]], client: HTTP1Client, verify_client: httpx.AsyncClient
 ) -> dict[str, Any]:
     """py-spy on the consent worker under write load, read load and one verify (not used for ratios)."""
-    executable = _py_spy()
-    if executable is None:
-        log("py-spy is not installed; no profile (pip install py-spy)")
+    spied = worker_to_profile(context.consent_pid)
+    if spied is None:
         return {}
-    workers = _descendants(context.consent_pid) or {context.consent_pid: 0}
-    worker = max(workers, key=lambda pid: workers[pid])
+    executable, worker = spied
     directory = Path(context.args.profile)
     summaries: dict[str, Any] = {"worker_pid": worker, "directory": str(directory)}
     # Writes last: they change the states the read targets expect.

@@ -82,10 +82,8 @@ from bench.consent import (
     PySpy,
     Side,
     _create_raw_schema,
-    _descendants,
     _drop_schema,
     _postmaster,
-    _py_spy,
     _ratio,
     _status_problem,
     _verdict,
@@ -96,6 +94,7 @@ from bench.consent import (
     read_check,
     summarize_load,
     summarize_profile,
+    worker_to_profile,
 )
 from tests.platform import RunningPlatform, postgres_available, running_platform
 from tillit.launcher import PlatformError
@@ -583,12 +582,10 @@ async def profile_reads(
     context: Context, load: Callable[[float, Callable[[], dict[str, int]] | None], Awaitable[LoadResult]]
 ) -> dict[str, Any]:
     """py-spy on the preferences worker under profile-read load (not used for the ratios)."""
-    executable = _py_spy()
-    if executable is None:
-        log("py-spy is not installed; no profile (pip install py-spy)")
+    spied = worker_to_profile(context.preferences_pid)
+    if spied is None:
         return {}
-    workers = _descendants(context.preferences_pid) or {context.preferences_pid: 0}
-    worker = max(workers, key=lambda pid: workers[pid])
+    executable, worker = spied
     directory = Path(context.args.profile)
     output = directory / "preferences-profile.txt"
     log(f"profiling      profile  preferences py-spy -> {output}")

@@ -25,7 +25,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Generic, TypeVar
 
-__all__ = ["MAX_BATCH_KEYS", "MAX_IN_FLIGHT", "ReadBatcher"]
+from tillit.problems import Unavailable
+
+__all__ = ["MAX_BATCH_KEYS", "MAX_IN_FLIGHT", "ReadBatcher", "database_unavailable"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -36,6 +38,19 @@ MAX_IN_FLIGHT: Final = 2
 """Batches of one batcher in flight at once: a new batch need not wait for a whole round trip."""
 
 _log = logging.getLogger("tillit.read_batch")
+
+
+def database_unavailable(what: str) -> Callable[[BaseException], Unavailable]:
+    """A ``failure`` for batches read from the service's own database: a 503 the caller may retry."""
+
+    def failure(exc: BaseException) -> Unavailable:
+        return Unavailable(
+            f"{what} could not be read ({type(exc).__name__}); nothing was answered, try again",
+            slug="database-unavailable",
+            headers={"Retry-After": "1"},
+        )
+
+    return failure
 
 
 class ReadBatcher(Generic[K, V]):

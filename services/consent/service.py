@@ -46,8 +46,8 @@ from services.consent.schemas import (
 )
 from tillit.db import Database, bare_connection
 from tillit.policy import Policy, PolicyError
-from tillit.problems import BadRequest, Conflict, NotFound, Unavailable, Unprocessable
-from tillit.read_batch import ReadBatcher
+from tillit.problems import BadRequest, Conflict, NotFound, Unprocessable
+from tillit.read_batch import ReadBatcher, database_unavailable
 from tillit.types import as_utc, utcnow
 
 __all__ = ["CLOCK_SKEW", "BatchedStateReads", "ConsentService", "SigningKeys", "status_out", "truncate_ip"]
@@ -663,7 +663,9 @@ class BatchedStateReads:
     def __init__(self, database: Database, clock: Callable[[], datetime] = utcnow) -> None:
         self._database = database
         self._clock = clock
-        self._batcher: ReadBatcher[str, list[StateRow]] = ReadBatcher(self._fetch, _unavailable)
+        self._batcher: ReadBatcher[str, list[StateRow]] = ReadBatcher(
+            self._fetch, database_unavailable("the consent state")
+        )
 
     async def current(self, subject_id: str, policy: Policy) -> SubjectConsents:
         now = self._clock()
@@ -678,14 +680,6 @@ class BatchedStateReads:
     async def _fetch(self, subject_ids: list[str]) -> dict[str, list[StateRow]]:
         async with bare_connection(self._database) as driver:
             return await states_of_subjects(driver, subject_ids)
-
-
-def _unavailable(exc: BaseException) -> Unavailable:
-    return Unavailable(
-        f"the consent state could not be read ({type(exc).__name__}); nothing was answered, try again",
-        slug="database-unavailable",
-        headers={"Retry-After": "1"},
-    )
 
 
 def _explicit_opt_in_after_gpc(events: list[Any]) -> bool:

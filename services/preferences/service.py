@@ -36,8 +36,8 @@ from services.preferences.schemas import (
 )
 from tillit.db import Database, bare_connection
 from tillit.policy import Policy
-from tillit.problems import NotFound, Unavailable, Unprocessable
-from tillit.read_batch import ReadBatcher
+from tillit.problems import NotFound, Unprocessable
+from tillit.read_batch import ReadBatcher, database_unavailable
 from tillit.types import as_utc, utcnow
 
 __all__ = ["SERVICE_NAME", "BatchedProfileReads", "ProfileService", "check_fields_declared"]
@@ -229,7 +229,9 @@ class BatchedProfileReads:
 
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._batcher: ReadBatcher[str, list[StoredValue]] = ReadBatcher(self._fetch, _unavailable)
+        self._batcher: ReadBatcher[str, list[StoredValue]] = ReadBatcher(
+            self._fetch, database_unavailable("the profile")
+        )
 
     async def get(self, subject_id: str) -> Profile:
         return _profile(subject_id, await self._batcher.get(subject_id) or [])
@@ -240,14 +242,6 @@ class BatchedProfileReads:
     async def _fetch(self, subject_ids: list[str]) -> dict[str, list[StoredValue]]:
         async with bare_connection(self._database) as driver:
             return await stored_values_of(driver, subject_ids)
-
-
-def _unavailable(exc: BaseException) -> Unavailable:
-    return Unavailable(
-        f"the profile could not be read ({type(exc).__name__}); nothing was answered, try again",
-        slug="database-unavailable",
-        headers={"Retry-After": "1"},
-    )
 
 
 def _profile(subject_id: str, values: Sequence[ProfileValue | StoredValue]) -> Profile:

@@ -31,8 +31,11 @@ def _material_change() -> Policy:
     return msgspec.structs.replace(POLICY, notices=notices)
 
 
-async def test_every_kind_of_state_reads_the_same_in_a_batch_as_alone(database: Database) -> None:
-    policy = _material_change()
+SUBJECTS = ["confirmed", "given", "lapsed", "nobody", "pending", "refused", "stale", "withdrawn"]
+"""One subject per kind of state (``nobody`` has none), as :func:`seed_every_kind` records them."""
+
+
+async def seed_every_kind(database: Database, policy: Policy) -> None:
     before = NOW - timedelta(days=60)
     at = {"policy": policy, "now": NOW}
     await record(database, "given", notice_version=2, **at)
@@ -48,7 +51,11 @@ async def test_every_kind_of_state_reads_the_same_in_a_batch_as_alone(database: 
         await service.confirm(ConfirmConsent(token=confirmed.confirmation.token))
     assert pending.state.status == "pending"
 
-    subjects = ["confirmed", "given", "lapsed", "nobody", "pending", "refused", "stale", "withdrawn"]
+
+async def test_every_kind_of_state_reads_the_same_in_a_batch_as_alone(database: Database) -> None:
+    policy = _material_change()
+    await seed_every_kind(database, policy)
+    subjects = SUBJECTS
     for purpose in (PROFILED, EMAIL):
         async with consent_service(database, policy, lambda: NOW) as service:
             batch = (await service.purpose_states(purpose, subjects)).states
@@ -90,15 +97,9 @@ async def test_batched_current_state_reads_answer_as_the_single_read_and_see_eve
     if database.is_sqlite:
         pytest.skip("batched reads are PostgreSQL's (SQLite reads each subject alone)")
     policy = _material_change()
-    before = NOW - timedelta(days=60)
+    await seed_every_kind(database, policy)
     at = {"policy": policy, "now": NOW}
-    await record(database, "given", notice_version=2, **at)
-    await record(database, "stale", notice_version=1, collected_at=before, policy=policy, now=before)
-    await record(database, "withdrawn", **at)
-    await record(database, "withdrawn", action="withdraw", **at)
-    await record(database, "lapsed", collected_at=NOW - timedelta(days=800), policy=policy, now=before)
-    await record(database, "pending", EMAIL, **at)
-    subjects = ["given", "stale", "withdrawn", "lapsed", "pending", "nobody"] * 20
+    subjects = SUBJECTS * 15
     reads = BatchedStateReads(database, clock=lambda: NOW)
     fetched: list[int] = []
     fetch = reads._fetch
