@@ -239,12 +239,16 @@ class ConsentController(Controller):
         "/purposes/{purpose:str}/states",
         status_code=HTTP_200_OK,
         summary="The purpose's current state for up to 5000 subjects at once",
-        dependencies=READ_ONLY,
         request_max_body_size=1024 * 1024,
         responses=problem_responses(400, 401, 413, 415, 422),
     )
-    async def purpose_states(self, purpose: PurposePath, data: SubjectBatch, consents: ConsentService) -> PurposeStates:
-        return await consents.purpose_states(purpose, data.subject_ids)
+    async def purpose_states(
+        self, purpose: PurposePath, data: SubjectBatch, request: Request[Any, Any, Any]
+    ) -> PurposeStates:
+        # Every profile release's consent read comes here in the gateway's batches: the session is
+        # opened here, not injected (see read_session).
+        async with read_session(request) as session:
+            return await provide_consent_service(session, request).purpose_states(purpose, data.subject_ids)
 
     @get(
         "/ledger/verify",

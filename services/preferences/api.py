@@ -156,5 +156,8 @@ class ProfileBatchController(Controller):
         request_max_body_size=1024 * 1024,
         responses=problem_responses(400, 401, 413, 415),
     )
-    async def batch(self, data: ProfileBatchRequest, profiles: ProfileService) -> ProfileBatch:
-        return await profiles.batch(data.subject_ids)
+    async def batch(self, data: ProfileBatchRequest, request: Request[Any, Any, Any]) -> ProfileBatch:
+        # Every profile release's profile read comes here in the gateway's batches: the session is
+        # opened here, not injected (see read_session).
+        async with read_session(request) as session:
+            return await ProfileService(ProfileRepository(session)).batch(data.subject_ids)
