@@ -32,7 +32,8 @@ from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
 from tillit.keys import LINK_KEY, load_private_key
-from tillit.problems import InvalidRequest, TillitError, Unprocessable, problem_responses
+from tillit.list_patterns import ListPattern
+from tillit.problems import Unprocessable, problem_responses
 from tillit.types import SubjectIdPath
 
 __all__ = [
@@ -78,12 +79,18 @@ class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them."""
+_CANDIDATE_ID: Final = ListPattern(_ID)
 
-    # Only published: the gateway forwards candidates unread (see DecisionBody), and the rules
-    # service's product holds them to exactly this (a test keeps the two the same).
-    id: Annotated[str, msgspec.Meta(pattern=_ID)]
+
+class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
+    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them.
+
+    ``gc=False``: up to 500 per request, never part of a reference cycle (text, numbers, a list of
+    text), so the garbage collector need not count or walk them.
+    """
+
+    id: Annotated[str, _CANDIDATE_ID.meta]
+    """Held to ``_ID`` by :class:`DecisionBody`, for all candidates at once."""
     brand: Text
     category: Text
     department: Text
@@ -94,59 +101,30 @@ class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
     )
 
 
-def _candidates_schema() -> dict[str, Any]:
-    """What ``candidates`` publishes: at most :data:`MAX_CANDIDATES` :class:`CandidateProduct`, or null.
-
-    msgspec's own schema of that type, with the product inlined: the field itself holds raw JSON.
-    """
-    (products,), components = msgspec.json.schema_components(
-        [Annotated[list[CandidateProduct], msgspec.Meta(max_length=MAX_CANDIDATES)]], ref_template="{name}"
-    )
-    products["items"] = components[products["items"]["$ref"]]
-    return {"anyOf": [products, {"type": "null"}], "default": None}
-
-
-_NULL: Final = msgspec.Raw(b"null")
-
-
-def _no_candidates() -> msgspec.Raw:
-    return _NULL
-
-
 class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A decision request: the visit, the slots to fill, and the products to rank (else the shop's
-    demo catalogue for the context's department and category), at most ``limit`` answered.
-
-    ``candidates`` stays the caller's JSON (any valid JSON passes here) and is forwarded as sent:
-    the rules service decodes it into its products anyway, holds it to the same schema and refuses
-    anything else naming the candidate (``$.candidates[3].price``), which the caller gets as its own
-    400 (:func:`_refused_candidates`). Checking the list here too was a quarter of the gateway's CPU
-    per decision. A refused list costs the consent and profile reads first, but nothing is released
-    or audited: the rules service refuses before any decision exists.
-    """
+    demo catalogue for the context's department and category), at most ``limit`` answered."""
 
     context: DecisionContext = msgspec.field(default_factory=DecisionContext)
     slots: Annotated[list[Annotated[str, msgspec.Meta(pattern=f"^{_SLOT}$")]], msgspec.Meta(max_length=_MAX_SLOTS)] = (
         msgspec.field(default_factory=list)
     )
-    candidates: Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema=_candidates_schema())] = msgspec.field(
-        default_factory=_no_candidates
-    )
+    candidates: Annotated[list[CandidateProduct], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
 
-    @property
-    def candidate_list(self) -> msgspec.Raw | None:
-        """The candidates' JSON as sent; None for none (absent or ``null``)."""
-        return None if self.candidates == _NULL else self.candidates
+    def __post_init__(self) -> None:
+        if self.candidates:
+            _CANDIDATE_ID.check([product.id for product in self.candidates], "$.candidates[{}].id".format)
 
 
-def _refused_candidates(exc: TillitError) -> InvalidRequest | None:
-    """The rules service's refusal of the candidates as the caller's own 400 (its JSON paths are the
-    body's: ``$.candidates[1].id``); None for any other problem."""
-    if exc.status_code != 400 or exc.slug != "validation" or "`$.candidates" not in exc.detail:
-        return None
-    message = exc.detail.removeprefix("body: ")
-    return InvalidRequest(f"body: {message}", errors=[{"message": message, "source": "body"}])
+class _RawCandidates(msgspec.Struct):
+    """The candidates of a decision body as the caller sent them (the body already passed
+    :class:`DecisionBody`): forwarded to the rules service as they are, not encoded again."""
+
+    candidates: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_raw_candidates = msgspec.json.Decoder(_RawCandidates).decode
 
 
 @functools.cache
@@ -283,15 +261,12 @@ class DecisionController(Controller):
         data: DecisionBody,
         caller: Caller,
         decisions: DecisionService,
+        request: Request[Any, Any, Any],
     ) -> SubjectDecision:
         slots = list(dict.fromkeys([*data.context.slots, *data.slots]))
         if len(slots) > _MAX_SLOTS:
             raise Unprocessable(f"at most {_MAX_SLOTS} slots in all (context.slots and slots)", slug="too-many-slots")
         context = msgspec.structs.replace(data.context, slots=slots)
-        try:
-            return await decisions.decide(caller, subject_id, purpose, context, data.candidate_list, data.limit)
-        except TillitError as exc:
-            refused = _refused_candidates(exc)
-            if refused is None:
-                raise
-            raise refused from exc
+        # ``data`` was decoded from these bytes, so its candidates are exactly those checked.
+        candidates = _raw_candidates(await request.body()).candidates if data.candidates is not None else None
+        return await decisions.decide(caller, subject_id, purpose, context, candidates, data.limit)
