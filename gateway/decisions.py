@@ -21,19 +21,21 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
+from litestar.utils.scope.state import ScopeState
 
 from gateway.api import PurposeQuery, provide_caller, provide_gateway_service, require_access_token
 from gateway.oauth import Caller
 from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
+from tillit.app import _integral_floats_as_ints, refuse_repeated_query, require_json_body
 from tillit.keys import LINK_KEY, load_private_key
-from tillit.list_patterns import ListPattern
-from tillit.problems import Unprocessable, problem_responses
+from tillit.openapi import answer_options
+from tillit.problems import InvalidRequest, TillitError, Unprocessable, problem_responses
 from tillit.types import SubjectIdPath
 
 __all__ = [
@@ -79,18 +81,12 @@ class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 
-_CANDIDATE_ID: Final = ListPattern(_ID)
+class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them."""
 
-
-class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
-    """A product the shop would show (e.g. from its recommender); the rules filter and reorder them.
-
-    ``gc=False``: up to 500 per request, never part of a reference cycle (text, numbers, a list of
-    text), so the garbage collector need not count or walk them.
-    """
-
-    id: Annotated[str, _CANDIDATE_ID.meta]
-    """Held to ``_ID`` by :class:`DecisionBody`, for all candidates at once."""
+    # Only published: the gateway forwards candidates unread (see DecisionBody), and the rules
+    # service's product holds them to exactly this (a test keeps the two the same).
+    id: Annotated[str, msgspec.Meta(pattern=_ID)]
     brand: Text
     category: Text
     department: Text
@@ -101,30 +97,97 @@ class CandidateProduct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
     )
 
 
+def _candidates_schema() -> dict[str, Any]:
+    """What ``candidates`` publishes: at most :data:`MAX_CANDIDATES` :class:`CandidateProduct`, or null.
+
+    msgspec's own schema of that type, with the product inlined: the field itself holds raw JSON.
+    """
+    (products,), components = msgspec.json.schema_components(
+        [Annotated[list[CandidateProduct], msgspec.Meta(max_length=MAX_CANDIDATES)]], ref_template="{name}"
+    )
+    products["items"] = components[products["items"]["$ref"]]
+    return {"anyOf": [products, {"type": "null"}], "default": None}
+
+
+_NULL: Final = msgspec.Raw(b"null")
+
+
+def _no_candidates() -> msgspec.Raw:
+    return _NULL
+
+
 class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A decision request: the visit, the slots to fill, and the products to rank (else the shop's
-    demo catalogue for the context's department and category), at most ``limit`` answered."""
+    demo catalogue for the context's department and category), at most ``limit`` answered.
+
+    ``candidates`` stays the caller's JSON (any valid JSON passes here) and is forwarded as sent:
+    the rules service decodes it into its products anyway, holds it to the same schema and refuses
+    anything else naming the candidate (``$.candidates[3].price``), which the caller gets as its own
+    400 (:func:`_refused_candidates`). Checking the list here too was a quarter of the gateway's CPU
+    per decision. A refused list costs the consent and profile reads first, but nothing is released
+    or audited: the rules service refuses before any decision exists.
+    """
 
     context: DecisionContext = msgspec.field(default_factory=DecisionContext)
     slots: Annotated[list[Annotated[str, msgspec.Meta(pattern=f"^{_SLOT}$")]], msgspec.Meta(max_length=_MAX_SLOTS)] = (
         msgspec.field(default_factory=list)
     )
-    candidates: Annotated[list[CandidateProduct], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
+    candidates: Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema=_candidates_schema())] = msgspec.field(
+        default_factory=_no_candidates
+    )
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
 
-    def __post_init__(self) -> None:
-        if self.candidates:
-            _CANDIDATE_ID.check([product.id for product in self.candidates], "$.candidates[{}].id".format)
+    @property
+    def candidate_list(self) -> msgspec.Raw | None:
+        """The candidates' JSON as sent; None for none (absent or ``null``)."""
+        return None if self.candidates == _NULL else self.candidates
 
 
-class _RawCandidates(msgspec.Struct):
-    """The candidates of a decision body as the caller sent them (the body already passed
-    :class:`DecisionBody`): forwarded to the rules service as they are, not encoded again."""
-
-    candidates: msgspec.Raw = msgspec.Raw(b"null")
+_decode_body = msgspec.json.Decoder(DecisionBody, strict=True).decode
 
 
-_raw_candidates = msgspec.json.Decoder(_RawCandidates).decode
+async def _before_decision(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """The app's ``before_request`` for ``POST .../decisions``, whose body holds a raw field.
+
+    The same steps as :func:`tillit.app.before_request`, except the strict body check: a body the
+    typed decode refuses takes tillit.app's general path, which converts the decoded JSON (so that
+    3.0 counts as an integer), and msgspec cannot convert anything into a ``msgspec.Raw``. Here the
+    JSON, integral floats made integers, is encoded again and decoded typed: the same rule, with the
+    typed decode's own error message (naming the field that is wrong, never ``candidates`` for it).
+    """
+    refuse_repeated_query(request)
+    require_json_body(request)
+    body = await request.body()
+    try:
+        value = _decode_body(body)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        value = _decode_general(body)
+    # Litestar passes a value that already has the handler's type through: decoded once.
+    ScopeState.from_scope(request.scope).json = value
+    return answer_options(request)
+
+
+def _decode_general(body: bytes) -> DecisionBody:
+    try:
+        return _decode_body(msgspec.json.encode(_integral_floats_as_ints(msgspec.json.decode(body))))
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(
+            f"body is not valid JSON: {exc}", errors=[{"message": str(exc), "source": "body"}]
+        ) from exc
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"body: {exc}", errors=[{"message": str(exc), "source": "body"}]) from exc
+    except RecursionError as exc:
+        problem = "body: JSON nests too deeply"
+        raise InvalidRequest(problem, errors=[{"message": problem, "source": "body"}]) from exc
+
+
+def _refused_candidates(exc: TillitError) -> InvalidRequest | None:
+    """The rules service's refusal of the candidates as the caller's own 400 (its JSON paths are the
+    body's: ``$.candidates[1].id``); None for any other problem."""
+    if exc.status_code != 400 or exc.slug != "validation" or "`$.candidates" not in exc.detail:
+        return None
+    message = exc.detail.removeprefix("body: ")
+    return InvalidRequest(f"body: {message}", errors=[{"message": message, "source": "body"}])
 
 
 @functools.cache
@@ -252,6 +315,7 @@ class DecisionController(Controller):
         summary="A personalization decision for one visit, ranking the caller's candidate products",
         description=f"{_DESCRIPTION} At most {MAX_CANDIDATES} candidates and {_MAX_SLOTS} slots.",
         request_max_body_size=_BODY_BYTES,
+        before_request=_before_decision,
         responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503, 429),
     )
     async def decide_with_candidates(
@@ -261,12 +325,15 @@ class DecisionController(Controller):
         data: DecisionBody,
         caller: Caller,
         decisions: DecisionService,
-        request: Request[Any, Any, Any],
     ) -> SubjectDecision:
         slots = list(dict.fromkeys([*data.context.slots, *data.slots]))
         if len(slots) > _MAX_SLOTS:
             raise Unprocessable(f"at most {_MAX_SLOTS} slots in all (context.slots and slots)", slug="too-many-slots")
         context = msgspec.structs.replace(data.context, slots=slots)
-        # ``data`` was decoded from these bytes, so its candidates are exactly those checked.
-        candidates = _raw_candidates(await request.body()).candidates if data.candidates is not None else None
-        return await decisions.decide(caller, subject_id, purpose, context, candidates, data.limit)
+        try:
+            return await decisions.decide(caller, subject_id, purpose, context, data.candidate_list, data.limit)
+        except TillitError as exc:
+            refused = _refused_candidates(exc)
+            if refused is None:
+                raise
+            raise refused from exc

@@ -53,8 +53,9 @@ async def provide_current_engine(request: Request[Any, Any, Any]) -> Engine:
 _READ = {"session": Provide(provide_read_session)}
 """Reads: no transaction, and on SQLite no turn in the writers' queue."""
 _EVALUATE = {"engine": Provide(provide_current_engine)}
-_DECIDE_BODY_BYTES = 1024 * 1024
-"""A decision carries up to 500 candidate products."""
+_DECIDE_BODY_BYTES = 2 * 1024 * 1024
+"""A decision carries up to 500 candidate products: the caller's JSON of them as the gateway took it
+(a body of up to 1 MiB), plus the filtered profile and the context."""
 
 
 def provide_rules_service(session: AsyncSession, request: Request[Any, Any, Any]) -> RulesService:

@@ -72,7 +72,7 @@ class Candidates:
                     for tag in tags:
                         groups.setdefault(tag, []).append(position)
             else:
-                groups = {value: [] for value in column}
+                groups = {value: [] for value in dict.fromkeys(column)}  # each distinct value once
                 for position, value in enumerate(column):
                     groups[value].append(position)
             self._groups[attribute] = groups
