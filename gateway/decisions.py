@@ -21,20 +21,17 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
-from litestar.utils.scope.state import ScopeState
 
 from gateway.api import PurposeQuery, provide_caller, provide_gateway_service, require_access_token
 from gateway.oauth import Caller
 from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
-from tillit.app import _integral_floats_as_ints, refuse_repeated_query, require_json_body
 from tillit.keys import LINK_KEY, load_private_key
-from tillit.openapi import answer_options
 from tillit.problems import InvalidRequest, TillitError, Unprocessable, problem_responses
 from tillit.types import SubjectIdPath
 
@@ -141,44 +138,6 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     def candidate_list(self) -> msgspec.Raw | None:
         """The candidates' JSON as sent; None for none (absent or ``null``)."""
         return None if self.candidates == _NULL else self.candidates
-
-
-_decode_body = msgspec.json.Decoder(DecisionBody, strict=True).decode
-
-
-async def _before_decision(request: Request[Any, Any, Any]) -> Response[None] | None:
-    """The app's ``before_request`` for ``POST .../decisions``, whose body holds a raw field.
-
-    The same steps as :func:`tillit.app.before_request`, except the strict body check: a body the
-    typed decode refuses takes tillit.app's general path, which converts the decoded JSON (so that
-    3.0 counts as an integer), and msgspec cannot convert anything into a ``msgspec.Raw``. Here the
-    JSON, integral floats made integers, is encoded again and decoded typed: the same rule, with the
-    typed decode's own error message (naming the field that is wrong, never ``candidates`` for it).
-    """
-    refuse_repeated_query(request)
-    require_json_body(request)
-    body = await request.body()
-    try:
-        value = _decode_body(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        value = _decode_general(body)
-    # Litestar passes a value that already has the handler's type through: decoded once.
-    ScopeState.from_scope(request.scope).json = value
-    return answer_options(request)
-
-
-def _decode_general(body: bytes) -> DecisionBody:
-    try:
-        return _decode_body(msgspec.json.encode(_integral_floats_as_ints(msgspec.json.decode(body))))
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(
-            f"body is not valid JSON: {exc}", errors=[{"message": str(exc), "source": "body"}]
-        ) from exc
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"body: {exc}", errors=[{"message": str(exc), "source": "body"}]) from exc
-    except RecursionError as exc:
-        problem = "body: JSON nests too deeply"
-        raise InvalidRequest(problem, errors=[{"message": problem, "source": "body"}]) from exc
 
 
 def _refused_candidates(exc: TillitError) -> InvalidRequest | None:
@@ -315,7 +274,6 @@ class DecisionController(Controller):
         summary="A personalization decision for one visit, ranking the caller's candidate products",
         description=f"{_DESCRIPTION} At most {MAX_CANDIDATES} candidates and {_MAX_SLOTS} slots.",
         request_max_body_size=_BODY_BYTES,
-        before_request=_before_decision,
         responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503, 429),
     )
     async def decide_with_candidates(

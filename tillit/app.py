@@ -32,7 +32,7 @@ from tillit.problems import InvalidRequest, Unavailable, UnsupportedMediaType, e
 from tillit.service_tokens import PROTECTED_PREFIX, ServiceTokenVerifier, authorization_of
 from tillit.settings import Settings, load_settings
 
-__all__ = ["Closable", "create_app", "create_internal_service", "postgres_state"]
+__all__ = ["Closable", "create_app", "create_internal_service", "decode_strictly", "postgres_state"]
 
 StartupHook = Callable[[Litestar], Any]
 
@@ -133,21 +133,27 @@ async def decode_body_strictly(request: Request[Any, Any, Any]) -> None:
     parameter = _json_body_parameter(request)
     if parameter is None:
         return
-    body = await request.body()
+    ScopeState.from_scope(request.scope).json = decode_strictly(await request.body(), parameter.annotation)
+
+
+def decode_strictly(body: bytes, annotation: Any) -> Any:
+    """``body`` decoded into ``annotation`` as its published schema says, else a 400 naming the problem.
+
+    The value is handed to Litestar as the request's decoded JSON: converting a value that already
+    has the handler's type passes it through, so the body is not decoded and converted twice.
+    """
     try:
         # The typed decode is the fast path (a 24 KB decision body: 0.2 ms against 1.3 ms for the
         # general one); only a body it refuses takes the general path, which also counts 3.0 as 3.
-        value = msgspec.json.decode(body, type=parameter.annotation, strict=True)
+        return msgspec.json.decode(body, type=annotation, strict=True)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         pass
-    else:
-        # Handed to Litestar as the request's decoded JSON: converting a value that already has the
-        # handler's type passes it through, so the body is not decoded and converted a second time.
-        ScopeState.from_scope(request.scope).json = value
-        return
     try:
-        document = msgspec.json.decode(body)
-        msgspec.convert(_integral_floats_as_ints(document), type=parameter.annotation, strict=True)
+        # Encoded again and decoded typed, not converted: msgspec cannot convert into a field kept as
+        # raw JSON (``msgspec.Raw``, a decision's candidates), and this way such a field is the
+        # caller's JSON with its whole-number floats as integers.
+        document = _integral_floats_as_ints(msgspec.json.decode(body))
+        return msgspec.json.decode(msgspec.json.encode(document), type=annotation, strict=True)
     except msgspec.DecodeError as exc:
         problem = f"body is not valid JSON: {exc}"
         raise InvalidRequest(problem, errors=[{"message": str(exc), "source": "body"}]) from exc

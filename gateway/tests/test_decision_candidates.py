@@ -12,6 +12,7 @@ from gateway import decisions as decisions_module
 from gateway.decisions import CandidateProduct, DecisionBody, DecisionContext, DecisionService
 from gateway.schemas import ProfileRelease, RulesDecision
 from services.rules.catalogue import Product
+from tillit.app import decode_strictly
 from tillit.problems import InvalidRequest, TillitError, Unavailable
 
 pytestmark = pytest.mark.anyio
@@ -116,15 +117,20 @@ async def test_a_decision_is_audited_only_once_the_rules_service_took_the_candid
     assert msgspec.json.decode(msgspec.json.encode(sent))["candidates"] == [{"id": "p1"}]  # forwarded as sent
 
 
+def _decode_general(sent: bytes) -> DecisionBody:
+    """The body as the gateway's strict body check (tillit.app.decode_strictly) hands it to the route."""
+    return decode_strictly(sent, DecisionBody)  # type: ignore[no-any-return]
+
+
 def test_integral_floats_count_as_integers_beside_raw_candidates() -> None:
-    # Valid by the schema (JSON Schema counts 0.0 as an integer), so it must not be a 400; tillit.app's
-    # general path cannot convert into the raw candidates, which is why the route checks its own body.
+    # Valid by the schema (JSON Schema counts 0.0 as an integer), so it must not be a 400, although
+    # msgspec could not convert a decoded document into the raw candidates.
     sent = b'{"candidates": null, "context": {"visit_count": 0.0}, "limit": 2.0}'
-    body = decisions_module._decode_general(sent)
+    body = _decode_general(sent)
     assert body.context.visit_count == 0
     assert body.limit == 2
     assert body.candidate_list is None
-    listed = decisions_module._decode_general(b'{"candidates": [{"id": "p1", "price": 5.0}], "limit": 1.0}')
+    listed = _decode_general(b'{"candidates": [{"id": "p1", "price": 5.0}], "limit": 1.0}')
     assert listed.candidate_list is not None
     assert msgspec.json.decode(listed.candidate_list) == [{"id": "p1", "price": 5}]
 
@@ -141,12 +147,12 @@ def test_a_bad_body_is_refused_naming_what_is_wrong(sent: bytes, named: str) -> 
     with pytest.raises(msgspec.ValidationError):
         _decode(sent)
     with pytest.raises(InvalidRequest) as refused:
-        decisions_module._decode_general(sent)
+        _decode_general(sent)
     assert named in refused.value.detail
     assert refused.value.status_code == 400
 
 
 def test_a_body_that_is_not_json_is_refused_as_such() -> None:
     with pytest.raises(InvalidRequest) as refused:
-        decisions_module._decode_general(b'{"candidates": [1,}')
+        _decode_general(b'{"candidates": [1,}')
     assert refused.value.detail.startswith("body is not valid JSON")
