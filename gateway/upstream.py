@@ -289,7 +289,8 @@ class Upstream:
 
     async def consent_changes(self, after: int, limit: int, answer: type[T]) -> T:
         """The consent change feed after position ``after`` (read by the webhook dispatcher)."""
-        return await self._call("consent", "GET", "/v1/changes", answer, params={"after": after, "limit": limit})
+        params = {"after": after, "limit": limit}
+        return await self._call("consent", "GET", "/v1/changes", answer, params=params, plain=True)
 
     async def profile(self, subject_id: str) -> StoredProfile:
         path = f"/v1/subjects/{subject_id}/profile"
@@ -314,22 +315,25 @@ class Upstream:
     async def active_consents(self, purpose: str, after: str, limit: int) -> ActiveConsents:
         """A keyset page of the subjects whose consent to ``purpose`` counts now (audiences)."""
         params = {"after": after, "limit": limit}
-        return await self._call("consent", "GET", f"/v1/purposes/{purpose}/active", ActiveConsents, params=params)
+        path = f"/v1/purposes/{purpose}/active"
+        return await self._call("consent", "GET", path, ActiveConsents, params=params, plain=True)
 
     async def purpose_states(self, purpose: str, subject_ids: Sequence[str]) -> PurposeStates:
         path = f"/v1/purposes/{purpose}/states"
-        return await self._call("consent", "POST", path, PurposeStates, json={"subject_ids": subject_ids})
+        body = {"subject_ids": subject_ids}
+        return await self._call("consent", "POST", path, PurposeStates, json=body, plain=True, read_only=True)
 
     async def profiles(self, subject_ids: Sequence[str]) -> ProfileBatch:
         """The profiles of these subjects (at most 5000); subjects without one are absent."""
+        body = {"subject_ids": subject_ids}
         return await self._call(
-            "preferences", "POST", "/v1/profiles/batch", ProfileBatch, json={"subject_ids": subject_ids}
+            "preferences", "POST", "/v1/profiles/batch", ProfileBatch, json=body, plain=True, read_only=True
         )
 
     async def profile_page(self, after: str, limit: int) -> ProfilePage:
         """A keyset page of every profile in subject order."""
         params = {"after": after, "limit": limit}
-        return await self._call("preferences", "GET", "/v1/profiles", ProfilePage, params=params)
+        return await self._call("preferences", "GET", "/v1/profiles", ProfilePage, params=params, plain=True)
 
     async def segment_matches(self, segment: str, purpose: str, profiles: Sequence[dict[str, Any]]) -> list[int]:
         """Positions of the filtered ``profiles`` that ``segment`` matches; an unknown segment is a 422."""
