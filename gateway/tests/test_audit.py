@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import inspect as sa_inspect
 
 from gateway.audit import AuditService, decode_cursor, encode_cursor
 from gateway.models import ReleaseRecord
@@ -158,3 +159,13 @@ async def test_a_release_without_a_request_session_still_commits_its_row(databas
     ]
     with pytest.raises(ValueError, match="a session or an engine"):
         ReleaseAuditRepository(None)
+
+
+async def test_the_release_audit_keeps_only_the_indexes_its_queries_use(database: Database) -> None:
+    # Each index is one more insert per release; subject lookups go through the (subject, time, id) one.
+    def index_names(connection: Any) -> set[str]:
+        return {index["name"] for index in sa_inspect(connection).get_indexes("release_record")}
+
+    async with database.engine.connect() as connection:
+        names = await connection.run_sync(index_names)
+    assert names == {"ix_release_record_channel_time", "ix_release_record_subject_time"}
