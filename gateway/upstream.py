@@ -4,8 +4,10 @@ Anything that keeps the gateway from knowing the consent state or the profile fo
 refused connection, a timeout, a 5xx, an answer that does not decode — becomes 503 and no field
 is released.
 
-The calls go through one ``aiohttp.ClientSession`` with a pool of keep-alive connections per
-service. Measured with ``bench.gateway`` (two calls per release, 32 channel connections): a default
+Reads (the release's batches, audience pages, the change feed, the shopper API's GETs) and the
+decision go through the lean HTTP/1.1 client (``tillit.http1``); writes and segment matches through
+one ``aiohttp.ClientSession`` with a pool of keep-alive connections per service. Measured with
+``bench.gateway`` (two calls per release, 32 channel connections): a default
 ``httpx.AsyncClient`` cost the gateway ~9 ms of CPU per release, most of it in httpcore's pool walking
 every connection's ``has_expired`` through anyio on each request; httpx over ``httpx-aiohttp``'s
 transport ~2.6 ms; aiohttp alone, with the answer decoded straight from its bytes by msgspec, less
