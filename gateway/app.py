@@ -11,6 +11,7 @@ from gateway.audiences import AudienceController
 from gateway.audit import AuditController
 from gateway.audit_writer import AuditWriter
 from gateway.decisions import DecisionController
+from gateway.fast_release import FastRelease
 from gateway.links import LinkController, LinkKeys, UnsubscribeController
 from gateway.oauth import TokenService
 from gateway.ratelimit import RateLimiter
@@ -80,7 +81,7 @@ def create_app() -> Litestar:
 
     start_webhooks, stop_webhooks = webhook_dispatcher(settings, upstream)
 
-    return create_component_app(
+    app = create_component_app(
         settings,
         title="tillit gateway",
         description=(
@@ -118,3 +119,7 @@ def create_app() -> Litestar:
             ),
         },
     )
+    # The common single release is answered in front of Litestar's router and exception middleware
+    # (gateway.fast_release: ~half of the gateway's CPU per release); every other request goes on as before.
+    app.asgi_handler = FastRelease(app, app.asgi_handler)
+    return app

@@ -143,12 +143,18 @@ class CursorCodec:
         return f"{purpose}\x00{segment or ''}\x00".encode()
 
     def signer(self, purpose: str, segment: str | None) -> Callable[[str], str]:
-        """A function that makes the cursor of a subject for this purpose and segment."""
-        key, scope, blake2b = self._blake_key, self._scope(purpose, segment), hashlib.blake2b
+        """A function that makes the cursor of a subject for this purpose and segment.
+
+        The keyed state with the scope absorbed is made once and copied per subject: the same MAC as
+        BLAKE2b over scope and subject id, without setting up the key for every line (1.16 -> 0.83 µs).
+        """
+        keyed = hashlib.blake2b(self._scope(purpose, segment), key=self._blake_key, digest_size=16)
 
         def sign(subject_id: str) -> str:
             raw = subject_id.encode()
-            return f"{_b64(raw)}.{_b64(blake2b(scope + raw, key=key, digest_size=16).digest())}"
+            mac = keyed.copy()
+            mac.update(raw)
+            return f"{_b64(raw)}.{_b64(mac.digest())}"
 
         return sign
 
@@ -216,7 +222,7 @@ class _Export:
     listed: int = 0
     _sign: Callable[[str], str] = field(init=False)
     _planner: ReleasePlanner = field(init=False)
-    _audit_json: dict[tuple[Any, ...], tuple[str, str]] = field(default_factory=dict)
+    _per_verdict: dict[int, tuple[object, dict[str, WithheldReason], tuple[str, str]]] = field(default_factory=dict)
     _encoder: msgspec.json.Encoder = field(default_factory=msgspec.json.Encoder)
     _last_listed: str | None = None
 
@@ -256,21 +262,24 @@ class _Export:
         return _Page(members, last, now)
 
     def _decide(self, profile: StoredProfile, views: dict[str, Any], now: datetime) -> _Member | None:
-        decision = self._planner.decide(profile.fields, views.get(profile.subject_id), now)
+        decision, verdict = self._planner.decide_with_verdict(profile.fields, views.get(profile.subject_id), now)
         if not decision.released:
             return None
-        withheld = {w.field: w.reason for w in decision.withheld}
-        key = (tuple(decision.released), tuple(withheld.items()))
-        audit = self._audit_json.get(key)
-        if audit is None:
+        # The withheld fields and the audit's JSON depend only on the verdict: worked out once per
+        # verdict, not per profile (~a tenth of the gateway's CPU per line, py-spy). The entry holds
+        # the verdict, so no other object can take its id while the entry is kept.
+        shared = self._per_verdict.get(id(verdict))
+        if shared is None or shared[0] is not verdict:
+            withheld = {w.field: w.reason for w in decision.withheld}
             audit = (
                 msgspec.json.encode(list(decision.released)).decode(),
                 msgspec.json.encode([{"field": name, "reason": reason} for name, reason in withheld.items()]).decode(),
             )
-            if len(self._audit_json) < _AUDIT_JSON_CACHE:
-                self._audit_json[key] = audit
+            shared = (verdict, withheld, audit)
+            if len(self._per_verdict) < _AUDIT_JSON_CACHE:
+                self._per_verdict[id(verdict)] = shared
         return _Member(
-            profile.subject_id, decision.released, withheld, decision.transformed, audit, decision.consent_event_id
+            profile.subject_id, decision.released, shared[1], decision.transformed, shared[2], decision.consent_event_id
         )
 
     async def audit(self, page: _Page, *, first: bool) -> None:

@@ -35,7 +35,8 @@ class ReleaseRecord(SQLModel, table=True):
     client_id: str = Field(max_length=64)
     channel: str = Field(max_length=64)
     purpose: str = Field(max_length=100)
-    subject_id: str = Field(index=True, max_length=64)
+    subject_id: str = Field(max_length=64)
+    """Looked up through ``ix_release_record_subject_time`` (migration 0004)."""
     released: list[str] = Field(sa_column=Column(JSON, nullable=False))
     withheld: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     consent_event_id: str | None = Field(default=None, max_length=36)

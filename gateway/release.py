@@ -179,6 +179,14 @@ class ReleasePlanner:
         self._plans: dict[tuple[tuple[str, ...], WithheldReason | None], _Plan] = {}
 
     def decide(self, profile: Mapping[str, Any], consent: ConsentView | None, now: datetime) -> Decision:
+        return self.decide_with_verdict(profile, consent, now)[0]
+
+    def decide_with_verdict(
+        self, profile: Mapping[str, Any], consent: ConsentView | None, now: datetime
+    ) -> tuple[Decision, object]:
+        """:meth:`decide`, and the verdict it applied: one object for every profile with the same field
+        names and basis outcome (while kept), so that a caller can work out once what depends only on
+        it (the released names, the withheld fields and reasons)."""
         failure = _basis_failure(self._policy, self._purpose, consent, now)
         key = (tuple(profile), failure)
         plan = self._plans.get(key)
@@ -186,4 +194,4 @@ class ReleasePlanner:
             plan = _plan(self._policy, self._purpose, self._transforms, key[0], failure)
             if len(self._plans) < self._max_plans:
                 self._plans[key] = plan
-        return _apply(plan, profile, consent, failure)
+        return _apply(plan, profile, consent, failure), plan

@@ -4,8 +4,10 @@ Anything that keeps the gateway from knowing the consent state or the profile fo
 refused connection, a timeout, a 5xx, an answer that does not decode — becomes 503 and no field
 is released.
 
-The calls go through one ``aiohttp.ClientSession`` with a pool of keep-alive connections per
-service. Measured with ``bench.gateway`` (two calls per release, 32 channel connections): a default
+Reads (the release's batches, audience pages, the change feed, the shopper API's GETs) and the
+decision go through the lean HTTP/1.1 client (``tillit.http1``); writes and segment matches through
+one ``aiohttp.ClientSession`` with a pool of keep-alive connections per service. Measured with
+``bench.gateway`` (two calls per release, 32 channel connections): a default
 ``httpx.AsyncClient`` cost the gateway ~9 ms of CPU per release, most of it in httpcore's pool walking
 every connection's ``has_expired`` through anyio on each request; httpx over ``httpx-aiohttp``'s
 transport ~2.6 ms; aiohttp alone, with the answer decoded straight from its bytes by msgspec, less
@@ -289,7 +291,8 @@ class Upstream:
 
     async def consent_changes(self, after: int, limit: int, answer: type[T]) -> T:
         """The consent change feed after position ``after`` (read by the webhook dispatcher)."""
-        return await self._call("consent", "GET", "/v1/changes", answer, params={"after": after, "limit": limit})
+        params = {"after": after, "limit": limit}
+        return await self._call("consent", "GET", "/v1/changes", answer, params=params, plain=True)
 
     async def profile(self, subject_id: str) -> StoredProfile:
         path = f"/v1/subjects/{subject_id}/profile"
@@ -314,22 +317,25 @@ class Upstream:
     async def active_consents(self, purpose: str, after: str, limit: int) -> ActiveConsents:
         """A keyset page of the subjects whose consent to ``purpose`` counts now (audiences)."""
         params = {"after": after, "limit": limit}
-        return await self._call("consent", "GET", f"/v1/purposes/{purpose}/active", ActiveConsents, params=params)
+        path = f"/v1/purposes/{purpose}/active"
+        return await self._call("consent", "GET", path, ActiveConsents, params=params, plain=True)
 
     async def purpose_states(self, purpose: str, subject_ids: Sequence[str]) -> PurposeStates:
         path = f"/v1/purposes/{purpose}/states"
-        return await self._call("consent", "POST", path, PurposeStates, json={"subject_ids": subject_ids})
+        body = {"subject_ids": subject_ids}
+        return await self._call("consent", "POST", path, PurposeStates, json=body, plain=True, read_only=True)
 
     async def profiles(self, subject_ids: Sequence[str]) -> ProfileBatch:
         """The profiles of these subjects (at most 5000); subjects without one are absent."""
+        body = {"subject_ids": subject_ids}
         return await self._call(
-            "preferences", "POST", "/v1/profiles/batch", ProfileBatch, json={"subject_ids": subject_ids}
+            "preferences", "POST", "/v1/profiles/batch", ProfileBatch, json=body, plain=True, read_only=True
         )
 
     async def profile_page(self, after: str, limit: int) -> ProfilePage:
         """A keyset page of every profile in subject order."""
         params = {"after": after, "limit": limit}
-        return await self._call("preferences", "GET", "/v1/profiles", ProfilePage, params=params)
+        return await self._call("preferences", "GET", "/v1/profiles", ProfilePage, params=params, plain=True)
 
     async def segment_matches(self, segment: str, purpose: str, profiles: Sequence[dict[str, Any]]) -> list[int]:
         """Positions of the filtered ``profiles`` that ``segment`` matches; an unknown segment is a 422."""

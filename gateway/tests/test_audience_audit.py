@@ -95,3 +95,11 @@ def test_cursors_issued_with_the_earlier_hmac_still_resume_only_their_audience()
         codec.subject_after(legacy, EMAIL, "jeans")
     with pytest.raises(Unprocessable):
         CursorCodec(b"x" * 32).subject_after(legacy, EMAIL, None)
+
+
+def test_cursors_stay_the_same_bytes_from_one_gateway_version_to_the_next() -> None:
+    """Cursors issued by an earlier gateway (and by other replicas) must keep resuming: pinned values."""
+    codec = CursorCodec(bytes(range(32)))
+    assert codec.signer(EMAIL, None)("shopper-astrid") == "c2hvcHBlci1hc3RyaWQ.QkEbQjCL-HhfBfRnQv5w7Q"
+    sign = codec.signer(EMAIL, "denim_fans")
+    assert [sign("shopper-lars"), sign("shopper-lars")] == ["c2hvcHBlci1sYXJz.MQxmUKCwQKfbgLVreWBFng"] * 2

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import inspect as sa_inspect
 
 from gateway.audit import AuditService, decode_cursor, encode_cursor
 from gateway.models import ReleaseRecord
@@ -140,3 +141,31 @@ async def test_a_refused_purpose_is_audited_although_the_request_rolls_back(data
     assert refused.released == []
     assert refused.withheld == []
     assert refused.consent_event_ids == []
+
+
+async def test_a_release_without_a_request_session_still_commits_its_row(database: Database) -> None:
+    # The single release opens no request session (gateway.api.release_profile): without a writer,
+    # its row commits in a transaction of its own before record() returns.
+    audit = ReleaseAuditRepository(None, bind=database.engine)
+    with pytest.raises(RuntimeError):
+        audit.session  # noqa: B018 - the property refuses to hand out a session it does not have
+    held = record("astrid", "email", T0)
+    await audit.record(held)
+    await audit.record_apart(record("astrid", "email", T0 + timedelta(seconds=1), outcome="refused"))
+    rows = (await page(database, subject_id="astrid", limit=10)).items
+    assert [(row.release_id == held.release_id, row.outcome) for row in rows] == [
+        (True, "released"),
+        (False, "refused"),
+    ]
+    with pytest.raises(ValueError, match="a session or an engine"):
+        ReleaseAuditRepository(None)
+
+
+async def test_the_release_audit_keeps_only_the_indexes_its_queries_use(database: Database) -> None:
+    # Each index is one more insert per release; subject lookups go through the (subject, time, id) one.
+    def index_names(connection: Any) -> set[str]:
+        return {index["name"] for index in sa_inspect(connection).get_indexes("release_record")}
+
+    async with database.engine.connect() as connection:
+        names = await connection.run_sync(index_names)
+    assert names == {"ix_release_record_channel_time", "ix_release_record_subject_time"}

@@ -102,3 +102,16 @@ def test_the_planner_of_an_audience_decides_exactly_as_the_release_rule(purpose:
         for consent in CONSENTS:
             for profile in PROFILES:
                 assert planner.decide(profile, consent, NOW) == decide(POLICY, purpose, profile, consent, NOW, channel)
+
+
+def test_one_verdict_object_per_field_names_and_basis_outcome() -> None:
+    """Audiences work out the withheld fields and the audit's JSON once per verdict object, so one object
+    must never stand for two different verdicts (and a kept one is reused)."""
+    planner = ReleasePlanner(POLICY, PROFILED, "web")
+    first, verdict = planner.decide_with_verdict(PROFILE, given(), NOW)
+    again, same = planner.decide_with_verdict({**PROFILE, "shoe_size": 40}, given(event_id="e2"), NOW)
+    assert same is verdict
+    assert (first.withheld, list(first.released)) == (again.withheld, list(again.released))
+    _, withdrawn = planner.decide_with_verdict(PROFILE, given(status="withdrawn", active=False), NOW)
+    _, fewer_fields = planner.decide_with_verdict({"style": "street"}, given(), NOW)
+    assert len({id(verdict), id(withdrawn), id(fewer_fields)}) == 3

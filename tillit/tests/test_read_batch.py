@@ -158,3 +158,18 @@ async def test_close_lets_the_batches_in_flight_answer() -> None:
 def test_limits_below_one_are_refused() -> None:
     with pytest.raises(ValueError, match=">= 1"):
         ReadBatcher(Store({}).fetch, failure, max_batch=0)
+
+
+async def test_by_default_reads_arriving_during_a_batch_wait_for_it_and_go_out_together() -> None:
+    """One batch in flight by default: later reads gather into the next batch instead of trickling out alone."""
+    store = Store({key: key.upper() for key in "abc"})
+    batcher = ReadBatcher(store.fetch, failure)
+    store.gate.clear()
+    first = asyncio.ensure_future(batcher.get("a"))
+    await settle()
+    later = [asyncio.ensure_future(batcher.get(key)) for key in "bc"]
+    await settle()
+    assert store.calls == [["a"]]
+    store.gate.set()
+    assert [await first, *[await read for read in later]] == ["A", "B", "C"]
+    assert store.calls == [["a"], ["b", "c"]]
