@@ -14,7 +14,7 @@ Four sides are then loaded in alternating rounds, each by its own keep-alive cli
 ``release``
     ``GET /v1/subjects/{id}/profile?purpose=personalize.content.profiled`` on the gateway with the
     channel's access token: token check, the consent state and the profile from the two services (read
-    in batches with the other releases under way, ``gateway/read_batch.py``), the release rule, one
+    in batches with the other releases under way, ``tillit/read_batch.py``), the release rule, one
     audit row committed (group commit). Every answer must release exactly the seeded values of the
     fields the purpose may use and withhold the others with their reasons.
 ``bare``

@@ -252,7 +252,7 @@ class Upstream:
     async def release_reads(self, subject_id: str, purpose: str) -> tuple[ConsentView | None, StoredProfile]:
         """The subject's consent state for ``purpose`` (None: none held) and profile, for one release.
 
-        Both are read in batches of releases (:mod:`gateway.read_batch`), each by a request sent after
+        Both are read in batches of releases (:mod:`tillit.read_batch`), each by a request sent after
         this call began. The consent state is ``consent_state(subject_id).for_purpose(purpose)``: the
         batch read derives it (expiry, re-consent after a material notice, pending, withdrawn) as the
         single read does. A failed batch is a 503 for every release in it; a consent failure outranks
