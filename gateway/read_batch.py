@@ -70,7 +70,9 @@ class ReadBatcher(Generic[K, V]):
         """
         done: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
         self._queue.append((key, done))
-        if len(self._senders) < self._max_in_flight:
+        # A sender that has returned stays in the set until its done-callback runs, a turn later: a key
+        # queued meanwhile would wait for the next submit (for ever on a quiet gateway). Count the live ones.
+        if sum(1 for sender in self._senders if not sender.done()) < self._max_in_flight:
             sender = asyncio.create_task(self._send_all())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
