@@ -30,11 +30,8 @@ V = TypeVar("V")
 
 MAX_BATCH_KEYS: Final = 128
 """Keys per fetch: well under the services' 5000, and one slow batch holds few releases."""
-MAX_IN_FLIGHT: Final = 1
-"""Batches of one batcher in flight at once. With two, a key arriving just after a batch left went out
-alone in a second one: under ``bench.gateway`` half the batches held 1-4 keys (mean 7.4), and every
-batch is a whole request in a service and a statement in PostgreSQL. With one, keys queue for the
-batch in flight to return (mean 9.5-10, median 7-8)."""
+MAX_IN_FLIGHT: Final = 2
+"""Batches of one batcher in flight at once: a new batch need not wait for a whole round trip."""
 
 _log = logging.getLogger("tillit.gateway.read_batch")
 
