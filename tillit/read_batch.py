@@ -34,11 +34,8 @@ V = TypeVar("V")
 
 MAX_BATCH_KEYS: Final = 128
 """Keys per fetch: well under the services' 5000 per batch request, and one slow batch holds few callers."""
-MAX_IN_FLIGHT: Final = 1
-"""Batches of one batcher in flight at once. With two, a key arriving just after a batch left went out
-alone in a second one: under ``bench.gateway`` half the batches held 1-4 keys (mean 7.4), and every
-batch is a whole request in a service and a statement in PostgreSQL. With one, keys queue for the
-batch in flight to return (mean 9.5-10, median 7-8)."""
+MAX_IN_FLIGHT: Final = 2
+"""Batches of one batcher in flight at once: a new batch need not wait for a whole round trip."""
 
 _log = logging.getLogger("tillit.read_batch")
 
@@ -87,7 +84,9 @@ class ReadBatcher(Generic[K, V]):
         """
         done: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
         self._queue.append((key, done))
-        if len(self._senders) < self._max_in_flight:
+        # A sender that has returned stays in the set until its done-callback runs, a turn later: a key
+        # queued meanwhile would wait for the next submit (for ever on a quiet gateway). Count the live ones.
+        if sum(1 for sender in self._senders if not sender.done()) < self._max_in_flight:
             sender = asyncio.create_task(self._send_all())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
