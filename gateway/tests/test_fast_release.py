@@ -8,10 +8,8 @@ Requests outside the common form must reach Litestar.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,9 +24,8 @@ from gateway.fast_release import FastRelease
 from gateway.ratelimit import RateLimiter
 from gateway.release import ConsentView
 from gateway.upstream import StoredProfile
-from tillit.keys import KEY_NAMES, ensure_signing_key
 from tillit.problems import NotFound, Unavailable
-from tillit.settings import Settings, load_settings
+from tillit.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -70,20 +67,6 @@ class Gateway:
                 {"s": subject_id},
             )
             return [(row.purpose, row.outcome) for row in rows]
-
-
-@pytest.fixture
-async def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in [name for name in os.environ if name.startswith("TILLIT_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TILLIT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TILLIT_LOG_LEVEL", "WARNING")
-    monkeypatch.setenv("TILLIT_WEBHOOK_POLL_SECONDS", "0")
-    monkeypatch.setenv("TILLIT_POLICY_RELOAD_SECONDS", "0")
-    settings = load_settings("gateway")
-    for name in KEY_NAMES:
-        ensure_signing_key(settings.keys_dir, name)
-    return settings
 
 
 @pytest.fixture

@@ -8,11 +8,9 @@ expired link can ask for a new one through a webhook delivery.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -25,10 +23,10 @@ from sqlalchemy import text
 from gateway.app import create_app
 from gateway.clients_cli import client_service
 from gateway.webhooks.models import Webhook
-from tillit.keys import ACCESS_TOKEN_KEY, KEY_NAMES, LINK_KEY, ensure_signing_key, load_private_key
+from tillit.keys import ACCESS_TOKEN_KEY, LINK_KEY, load_private_key
 from tillit.links import sign_preference_link, sign_unsubscribe
 from tillit.problems import NotFound, Unavailable
-from tillit.settings import Settings, load_settings
+from tillit.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -196,20 +194,6 @@ class StubUpstream:
             if isinstance(body, dict) and "subject_id" in body:
                 named.add(body["subject_id"])
         return named
-
-
-@pytest.fixture
-async def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in [name for name in os.environ if name.startswith("TILLIT_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TILLIT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TILLIT_LOG_LEVEL", "WARNING")
-    monkeypatch.setenv("TILLIT_WEBHOOK_POLL_SECONDS", "0")
-    monkeypatch.setenv("TILLIT_POLICY_RELOAD_SECONDS", "0")
-    settings = load_settings("gateway")
-    for name in KEY_NAMES:
-        ensure_signing_key(settings.keys_dir, name)
-    return settings
 
 
 @pytest.fixture
