@@ -10,7 +10,7 @@ import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import msgspec
 from litestar import Litestar, MediaType, Request, Response, get
@@ -77,9 +77,9 @@ async def ready(state: State) -> Response[dict[str, str]]:
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-_NO_JSON_BODY: Final = object()
-_json_body_parameters: dict[int, Any] = {}
-"""Per route handler (by id; handlers live as long as the app): its JSON ``data`` parameter or not."""
+_json_body_parameters: dict[int, tuple[Any, Any | None]] = {}
+"""Per route handler, by id: (the handler, its JSON ``data`` parameter or None). The handler is kept
+and compared, so an id reused after an app is gone (tests build many) never answers for another."""
 
 
 def _json_body_parameter(request: Request[Any, Any, Any]) -> Any | None:
@@ -92,10 +92,10 @@ def _json_body_parameter(request: Request[Any, Any, Any]) -> Any | None:
     if scope["method"] not in _BODY_METHODS or not scope["path"].startswith("/v1/"):
         return None
     handler = request.route_handler
-    parameter = _json_body_parameters.get(id(handler), _NO_JSON_BODY)
-    if parameter is _NO_JSON_BODY:
-        parameter = _json_body_parameters[id(handler)] = _declared_json_body(handler)
-    return parameter
+    known = _json_body_parameters.get(id(handler))
+    if known is None or known[0] is not handler:
+        known = _json_body_parameters[id(handler)] = (handler, _declared_json_body(handler))
+    return known[1]
 
 
 def _declared_json_body(handler: Any) -> Any | None:
