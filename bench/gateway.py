@@ -65,6 +65,7 @@ from bench._load import (
 from bench._report import command_line, emit_report, fmt, print_errors, print_machine
 from bench.consent import (
     ERROR_EXAMPLES,
+    PLAIN_DSN,
     Problems,
     PySpy,
     _descendants,
@@ -213,7 +214,29 @@ async def seed(running: RunningPlatform, shoppers: int, concurrency: int, proble
 
         await asyncio.gather(*(one(subject) for subject in subjects))
     problems.add("seeding", len(failures), failures[:ERROR_EXAMPLES])
+    await analyze_platform(running)
     return Seeded(fields, event_ids, time.perf_counter() - started)
+
+
+async def analyze_platform(running: RunningPlatform) -> None:
+    """``VACUUM ANALYZE`` every table of the platform's schemas, as autovacuum leaves a running shop.
+
+    Freshly seeded tables have no statistics; without them PostgreSQL planned the batched consent
+    read as a scan of every state of the purpose (0.24 ms for 4 keys instead of 0.04 ms), and when
+    autovacuum analysed the tables mid-run, the rounds of one run disagreed.
+    """
+    prefix = running.env.get("TILLIT_DATABASE_SCHEMA_PREFIX")
+    if not prefix:
+        return
+    connection = await asyncpg.connect(PLAIN_DSN)
+    try:
+        tables = await connection.fetch(
+            "SELECT schemaname, tablename FROM pg_tables WHERE starts_with(schemaname, $1)", prefix
+        )
+        for schema, table in tables:
+            await connection.execute(f'VACUUM ANALYZE "{schema}"."{table}"')
+    finally:
+        await connection.close()
 
 
 def bare_app(body: bytes, log_path: Path) -> AbstractContextManager[tuple[str, int]]:
