@@ -28,10 +28,9 @@ from typing import Any, Final
 
 import msgspec
 from sqlalchemy import Table, insert
-from sqlalchemy.util import greenlet_spawn
 
 from gateway.models import ReleaseRecord
-from tillit.db import Database
+from tillit.db import Database, bare_connection
 from tillit.problems import Unavailable
 
 __all__ = ["MAX_BATCH_ROWS", "AuditWriter", "ReleaseRow"]
@@ -148,8 +147,5 @@ class AuditWriter:
         released, withheld = _COLUMNS.index("released"), _COLUMNS.index("withheld")
         columns[released] = [_encode(value).decode() for value in columns[released]]
         columns[withheld] = [_encode(value).decode() for value in columns[withheld]]
-        pooled = await self._database.engine.raw_connection()
-        try:
-            await pooled.driver_connection.execute(_PG_INSERT, *columns)
-        finally:
-            await greenlet_spawn(pooled.close)
+        async with bare_connection(self._database) as driver:
+            await driver.execute(_PG_INSERT, *columns)

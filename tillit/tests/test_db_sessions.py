@@ -7,6 +7,7 @@ These tests check that a used session is still closed and every connection goes 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,15 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tillit.db import Database, autocommit_connection, driver_connection, provide_read_session, provide_session
+from tillit.db import (
+    BARE_IDLE,
+    Database,
+    autocommit_connection,
+    bare_connection,
+    driver_connection,
+    provide_read_session,
+    provide_session,
+)
 from tillit.testing import BACKENDS, POSTGRES_URL, require_postgres
 
 pytestmark = pytest.mark.anyio
@@ -115,7 +124,67 @@ async def test_bare_connections_go_back_to_the_pool(database: Database, closes: 
         assert driver is not None
         await driver.fetchval("SELECT 1")
 
-    await _provide(provide_session, database, lone_write)
-    await _provide(provide_read_session, database, fixed_read)
+    for _ in range(3):
+        await _provide(provide_session, database, lone_write)
+        await _provide(provide_read_session, database, fixed_read)
     assert closes == []
+    # One connection served all six: kept idle between loans, still counted as the pool's.
+    assert database.engine.pool.checkedout() == 1  # type: ignore[attr-defined]
+    await database.dispose()
     assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def pg_database() -> AsyncIterator[Database]:
+    require_postgres()
+    database = Database(POSTGRES_URL)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+def _checked_out(database: Database) -> int:
+    return database.engine.pool.checkedout()  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_at_most_a_few_bare_connections_stay_idle(pg_database: Database) -> None:
+    started = asyncio.Event()
+
+    async def hold() -> None:
+        async with bare_connection(pg_database) as driver:
+            await driver.fetchval("SELECT 1")
+            await started.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(BARE_IDLE + 3)]
+    await asyncio.sleep(0.2)
+    assert _checked_out(pg_database) == BARE_IDLE + 3
+    started.set()
+    await asyncio.gather(*holders)
+    assert _checked_out(pg_database) == BARE_IDLE
+
+
+async def test_a_bare_connection_whose_user_failed_is_not_kept(pg_database: Database) -> None:
+    async def failing_user() -> None:
+        async with bare_connection(pg_database) as driver:
+            await driver.fetchval("SELECT 1")
+            raise RuntimeError("caller failed")
+
+    with pytest.raises(RuntimeError, match="caller failed"):
+        await failing_user()
+    assert _checked_out(pg_database) == 0
+
+
+async def test_a_kept_connection_left_in_a_transaction_or_dropped_is_not_lent_again(pg_database: Database) -> None:
+    async with bare_connection(pg_database) as driver:
+        await driver.execute("BEGIN")
+        in_transaction = driver
+    assert _checked_out(pg_database) == 0  # discarded, not kept
+    assert in_transaction.is_closed()
+    async with bare_connection(pg_database) as driver:
+        first = driver
+    await first.close()  # as if the server had dropped it while it was idle
+    async with bare_connection(pg_database) as driver:
+        assert driver is not first
+        assert await driver.fetchval("SELECT 1") == 1
+    assert _checked_out(pg_database) == 1
