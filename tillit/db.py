@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tillit.problems import Unavailable
+
 __all__ = [
     "POOL_SIZE",
     "Database",
@@ -149,6 +151,10 @@ async def read_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSe
     try:
         yield session
         clean = True
+    except Exception as exc:
+        if reader.dropped():
+            raise _dropped() from exc
+        raise
     finally:
         try:
             await _close_if_used(session)
@@ -167,10 +173,22 @@ async def bare_connection(database: Database) -> AsyncIterator[Any]:
     pooled = await bare.take()
     try:
         yield pooled.driver_connection
-    except BaseException:
+    except BaseException as exc:
+        dropped = pooled.driver_connection.is_closed()
         await _give_back(pooled)
+        if dropped and isinstance(exc, Exception):
+            raise _dropped() from exc
         raise
     await bare.give(pooled)
+
+
+def _dropped() -> Unavailable:
+    """What a statement on a connection the server dropped answers (asyncpg says only "closed")."""
+    return Unavailable(
+        "the database connection was lost; nothing was changed, try again",
+        slug="database-unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 class _BareConnections:
@@ -264,6 +282,10 @@ class _BareReader:
         if self._pooled is None:
             self._pooled = await self._bare.take()
         return self._pooled.driver_connection
+
+    def dropped(self) -> bool:
+        """Whether the connection it lent was closed under its user (by the server, say)."""
+        return self._pooled is not None and self._pooled.driver_connection.is_closed()
 
     async def release(self, *, clean: bool = True) -> None:
         """Give the connection back; one whose user failed (a statement may be cut off) goes to SQLAlchemy."""

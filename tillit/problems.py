@@ -11,6 +11,7 @@ import logging
 from typing import Any, ClassVar
 
 import msgspec
+from asyncpg.exceptions import InsufficientResourcesError, OperatorInterventionError, PostgresConnectionError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
@@ -276,6 +277,13 @@ def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Respons
     """A dropped or unreachable database is a 503 the caller may retry; anything else stays a 500."""
     if not exc.connection_invalidated and not isinstance(exc, OperationalError | InterfaceError):
         return _unexpected(request, exc)
+    return _database_unavailable(request, exc)
+
+
+def _database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """Also the answer to asyncpg's own errors of that kind, raised by statements sent on bare pooled
+    connections (:func:`tillit.db.bare_connection`): a connection the server dropped or shut down,
+    a server refusing connections or out of them, a statement cancelled by the operator."""
     _log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     problem = Problem(
         type=problem_type("database-unavailable"),
@@ -289,6 +297,9 @@ def _database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Respons
 exception_handlers: ExceptionHandlersMap = {
     TillitError: _tillit_error,
     DBAPIError: _database_error,
+    PostgresConnectionError: _database_unavailable,
+    OperatorInterventionError: _database_unavailable,
+    InsufficientResourcesError: _database_unavailable,
     ValidationException: _validation_error,
     HTTPException: _http_error,
     Exception: _unexpected,
