@@ -22,12 +22,14 @@ from typing import Annotated, Any, Final
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
 
 from gateway.api import PurposeQuery, provide_caller, provide_gateway_service, require_access_token
 from gateway.oauth import Caller
+from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
@@ -37,6 +39,7 @@ from tillit.types import SubjectIdPath
 
 __all__ = [
     "DECISIONS_SCOPE",
+    "DECISION_BODY_BYTES",
     "MAX_CANDIDATES",
     "CandidateProduct",
     "DecisionBody",
@@ -44,6 +47,8 @@ __all__ = [
     "DecisionController",
     "DecisionService",
     "assignment_key",
+    "decide_on_body",
+    "sessionless_decisions",
 ]
 
 DECISIONS_SCOPE: Final = "decisions:read"
@@ -52,7 +57,8 @@ _NAME: Final = r"[a-z][a-z0-9_-]{0,31}"
 _SLOT: Final = rf"{_NAME}(\.{_NAME})?"
 _MAX_SLOTS: Final = 10
 _ID: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-_BODY_BYTES: Final = 1024 * 1024
+DECISION_BODY_BYTES: Final = 1024 * 1024
+"""The largest ``POST .../decisions`` body (413 beyond)."""
 
 Name = Annotated[str, msgspec.Meta(pattern=f"^{_NAME}$")]
 Days = Annotated[int, msgspec.Meta(ge=0, le=36_500)]
@@ -204,6 +210,32 @@ def provide_decision_service(gateway: GatewayService, request: Request[Any, Any,
     return DecisionService(gateway, gateway.upstream, request.app.state.settings.keys_dir)
 
 
+def sessionless_decisions(state: State) -> DecisionService:
+    """The service without a request session, as :func:`gateway.api.release_profile` releases: with the
+    audit writer, the route's session is never used (the row goes through the writer, a refused
+    attempt's row commits on its own)."""
+    audit = ReleaseAuditRepository(None, state.get("audit_writer"), bind=state.database.engine)
+    return DecisionService(GatewayService(state.policy, state.upstream, audit), state.upstream, state.settings.keys_dir)
+
+
+async def decide_on_body(
+    decisions: DecisionService, caller: Caller, subject_id: str, purpose: str, data: DecisionBody
+) -> SubjectDecision:
+    """``POST .../decisions`` once its body is decoded: the route and its fast path
+    (:mod:`gateway.fast_decision`) both answer through this."""
+    slots = list(dict.fromkeys([*data.context.slots, *data.slots]))
+    if len(slots) > _MAX_SLOTS:
+        raise Unprocessable(f"at most {_MAX_SLOTS} slots in all (context.slots and slots)", slug="too-many-slots")
+    context = msgspec.structs.replace(data.context, slots=slots)
+    try:
+        return await decisions.decide(caller, subject_id, purpose, context, data.candidate_list, data.limit)
+    except TillitError as exc:
+        refused = _refused_candidates(exc)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
 _DESCRIPTION: Final = (
     "The profile is filtered for the purpose exactly as for a profile release (and audited as one); the "
     "rules service sees only what was released, plus the visit context given here, never the subject id. "
@@ -273,7 +305,7 @@ class DecisionController(Controller):
         status_code=HTTP_200_OK,
         summary="A personalization decision for one visit, ranking the caller's candidate products",
         description=f"{_DESCRIPTION} At most {MAX_CANDIDATES} candidates and {_MAX_SLOTS} slots.",
-        request_max_body_size=_BODY_BYTES,
+        request_max_body_size=DECISION_BODY_BYTES,
         responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 503, 429),
     )
     async def decide_with_candidates(
@@ -284,14 +316,6 @@ class DecisionController(Controller):
         caller: Caller,
         decisions: DecisionService,
     ) -> SubjectDecision:
-        slots = list(dict.fromkeys([*data.context.slots, *data.slots]))
-        if len(slots) > _MAX_SLOTS:
-            raise Unprocessable(f"at most {_MAX_SLOTS} slots in all (context.slots and slots)", slug="too-many-slots")
-        context = msgspec.structs.replace(data.context, slots=slots)
-        try:
-            return await decisions.decide(caller, subject_id, purpose, context, data.candidate_list, data.limit)
-        except TillitError as exc:
-            refused = _refused_candidates(exc)
-            if refused is None:
-                raise
-            raise refused from exc
+        """The common form of this request is answered before Litestar sees it (gateway.fast_decision);
+        this handler answers the rest (and documents the endpoint)."""
+        return await decide_on_body(decisions, caller, subject_id, purpose, data)

@@ -32,15 +32,47 @@ from gateway.oauth import TokenService
 from gateway.ratelimit import enforce_rate_limit
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN
 
-__all__ = ["FastRelease"]
+__all__ = ["PLAIN_HOST", "SUBJECT_ID", "FastRelease", "answer_json", "answer_problem", "purpose_query"]
 
-_PATH: Final = re.compile(rf"/v1/subjects/({SUBJECT_ID_PATTERN.strip('^$')})/profile")
+SUBJECT_ID: Final = SUBJECT_ID_PATTERN.strip("^$")
+"""A subject id as its path parameter takes it (at most 64 characters), for a path's regex."""
+_PATH: Final = re.compile(rf"/v1/subjects/({SUBJECT_ID})/profile")
 _QUERY: Final = re.compile(rf"purpose=({PURPOSE_PATTERN.strip('^$')})".encode())
 _MAX_QUERY: Final = len(b"purpose=") + 100
 """``purpose`` is at most 100 characters (``gateway.api.PurposeQuery``)."""
-_PLAIN_HOST: Final = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
+PLAIN_HOST: Final = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
 """A subset of what Litestar's router accepts as a host; any other goes through Litestar."""
 _JSON: Final = (b"content-type", b"application/json")
+
+
+def purpose_query(query: bytes) -> str | None:
+    """The purpose of a query that is exactly ``purpose=P`` (valid, unescaped), else None."""
+    if len(query) > _MAX_QUERY or (purpose := _QUERY.fullmatch(query)) is None:
+        return None
+    return purpose.group(1).decode()
+
+
+async def answer_json(send: Send, body: bytes) -> None:
+    """A 200 with a JSON body, framed as Litestar frames it (``content-type``, ``content-length``)."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [_JSON, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def answer_problem(app: Litestar, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """The error as the app's exception handlers answer it (what Litestar's own middleware does)."""
+    handlers: dict[Any, Any] = app.exception_handlers
+    handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
+    if handler is None:
+        raise exc
+    request: Request[Any, Any, Any] = app.request_class(scope, receive, send)
+    response = handler(request, exc)
+    await response.to_asgi_response(app=None, request=request, type_encoders=app.type_encoders)(scope, receive, send)
 
 
 class FastRelease:
@@ -63,23 +95,16 @@ class FastRelease:
             enforce_rate_limit(state, caller)
             body = encode_json(await release_profile(state, caller, subject_id, purpose))
         except Exception as exc:
-            await self._problem(scope, receive, send, exc)
+            await answer_problem(self._app, scope, receive, send, exc)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [_JSON, (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await answer_json(send, body)
 
     def _common_release(self, scope: Scope) -> tuple[str | None, str, str] | None:
         """(Authorization header, subject id, purpose) of a request this path answers, else None."""
         if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
             return None
-        query: bytes = scope["query_string"]
-        if len(query) > _MAX_QUERY or (purpose := _QUERY.fullmatch(query)) is None:
+        purpose = purpose_query(scope["query_string"])
+        if purpose is None:
             return None
         path = _PATH.fullmatch(scope["path"])
         if path is None or self._app.state.get("audit_writer") is None:
@@ -90,18 +115,6 @@ class FastRelease:
                 if authorization is not None:
                     return None
                 authorization = value.decode("latin-1")
-            elif name == b"host" and _PLAIN_HOST.fullmatch(value) is None:
+            elif name == b"host" and PLAIN_HOST.fullmatch(value) is None:
                 return None
-        return authorization, path.group(1), purpose.group(1).decode()
-
-    async def _problem(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-        """The error as the app's exception handlers answer it (what Litestar's own middleware does)."""
-        handlers: dict[Any, Any] = self._app.exception_handlers
-        handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
-        if handler is None:
-            raise exc
-        request: Request[Any, Any, Any] = self._app.request_class(scope, receive, send)
-        response = handler(request, exc)
-        await response.to_asgi_response(app=None, request=request, type_encoders=self._app.type_encoders)(
-            scope, receive, send
-        )
+        return authorization, path.group(1), purpose
