@@ -3,8 +3,9 @@
 The gateway builds the consent-filtered profile as for a profile release (and audits it as one),
 then hands only that profile, the visit's context and the caller's candidate products to the rules
 service. A field the shopper did not consent to never reaches the rules, so no segment can match
-on it. With the rules service down the answer is a 503 and nothing is released (the audit row
-rolls back with the request).
+on it. The decision's audit row is written only once the rules service has answered, and the
+answer leaves only once that row is committed: with the rules service down the answer is a 503,
+nothing is released and nothing is audited.
 
 The rules service never sees the subject id. For A/B assignment it gets ``assignment_key``:
 HMAC-SHA256 of the subject id under a key derived from the gateway's link-signing key, so that it
