@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import msgspec
 import pytest
@@ -322,6 +323,61 @@ async def test_other_headers_go_to_litestar(
         assert answer.status_code == status, answer.text
 
 
+async def test_repeated_headers_go_to_litestar(consent: Service, preferences: Service) -> None:
+    """Litestar's test client joins repeated headers into one: these are sent as ASGI messages."""
+    for service, path in ((consent, STATES), (preferences, PROFILES)):
+        good = service.auth()["Authorization"].encode()
+        body = _ids("astrid")
+        length = str(len(body)).encode()
+        json = (b"content-type", b"application/json")
+        cases: list[tuple[list[tuple[bytes, bytes]], int]] = [
+            ([(b"authorization", good), (b"authorization", b"Bearer not-a-token"), json], 200),
+            ([(b"authorization", b"Bearer not-a-token"), (b"authorization", good), json], 401),
+            ([(b"authorization", good), json, (b"content-length", length)], 200),
+            ([(b"authorization", good), (b"content-type", b"text/plain"), json], 415),
+        ]
+        for headers, status in cases:
+            service.litestar_calls.clear()
+            answer = await _asgi(service.client, path, [*headers, (b"content-length", length)], [body])
+            assert service.litestar_calls == [path], headers
+            assert answer[0] == status, (headers, answer)
+
+
+async def _asgi(
+    client: AsyncTestClient[Litestar], path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes]
+) -> tuple[int, dict[str, Any]]:
+    """``POST path`` straight to the app as ASGI messages, on the client's event loop (the app's
+    database connections belong to it): the status and the decoded answer."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 1234),
+        "server": ("testserver", 80),
+    }
+    received = [
+        {"type": "http.request", "body": chunk, "more_body": number < len(chunks) - 1}
+        for number, chunk in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return received.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await anyio.to_thread.run_sync(client.blocking_portal.call, client.app, scope, receive, send)
+    return sent[0]["status"], msgspec.json.decode(sent[1]["body"])
+
+
 async def test_other_paths_queries_methods_and_sizes_go_to_litestar(consent: Service, preferences: Service) -> None:
     too_big = _ids("astrid") + b" " * (1024 * 1024)
     long_purpose = "p" * 101
@@ -353,42 +409,29 @@ async def test_other_paths_queries_methods_and_sizes_go_to_litestar(consent: Ser
 async def test_a_body_longer_than_announced_goes_to_litestar_whole(consent: Service) -> None:
     """The server bounds a body by its Content-Length; if one did not, Litestar would still see it
     all and refuse it, as before."""
-    app = consent.client.app
     token = consent.auth()["Authorization"].encode()
     chunks = [b'{"subject_ids": ["astrid"]}', b" " * (1024 * 1024)]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": STATES,
-        "raw_path": STATES.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(chunks[0])).encode()),
-            (b"authorization", token),
-        ],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-    received = [
-        {"type": "http.request", "body": chunk, "more_body": number < len(chunks) - 1}
-        for number, chunk in enumerate(chunks)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(chunks[0])).encode()),
+        (b"authorization", token),
     ]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return received.pop(0)
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
     consent.litestar_calls.clear()
-    await app(scope, receive, send)
+    status, problem = await _asgi(consent.client, STATES, headers, chunks)
     assert consent.litestar_calls == [STATES]
-    assert sent[0]["status"] == 413
-    assert msgspec.json.decode(sent[1]["body"])["type"] == "urn:tillit:problem:payload-too-large"
+    assert status == 413
+    assert problem["type"] == "urn:tillit:problem:payload-too-large"
+
+
+async def test_a_body_in_several_messages_is_read_whole_on_the_fast_path(preferences: Service) -> None:
+    body = _ids("astrid", "bo")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"authorization", preferences.auth()["Authorization"].encode()),
+    ]
+    preferences.litestar_calls.clear()
+    status, answer = await _asgi(preferences.client, PROFILES, headers, [body[:5], b"", body[5:9], body[9:]])
+    assert preferences.litestar_calls == []
+    assert status == 200
+    assert [profile["subject_id"] for profile in answer["profiles"]] == ["astrid", "bo"]
