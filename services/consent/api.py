@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Final
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
@@ -34,10 +35,11 @@ from services.consent.schemas import (
 )
 from services.consent.service import BatchedStateReads, ConsentService, SigningKeys
 from tillit.db import provide_read_session, read_session, request_session
+from tillit.fast_path import BatchRead
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN, SubjectIdPath
 
-__all__ = ["STATE_READS", "ConsentController", "receipt_keys"]
+__all__ = ["PURPOSE_STATES", "STATE_READS", "ConsentController", "receipt_keys"]
 
 STATE_READS = "state_reads"
 """Key of the process's :class:`BatchedStateReads` in the application state (PostgreSQL only)."""
@@ -91,6 +93,31 @@ async def fingerprint(request: Request[Any, Any, Any]) -> str:
     digest = hashlib.sha256(f"{request.method} {scope.get('root_path', '')}{scope['path']}\n".encode())
     digest.update(await request.body())
     return digest.hexdigest()
+
+
+_BATCH_MAX_BODY = 1024 * 1024
+
+
+async def _purpose_states(request: Request[Any, Any, Any], purpose: str, data: SubjectBatch) -> PurposeStates:
+    """Every profile release's consent read comes here in the gateway's batches: the session is
+    opened here, not injected (see read_session)."""
+    async with read_session(request) as session:
+        return await provide_consent_service(session, request).purpose_states(purpose, data.subject_ids)
+
+
+async def _fast_purpose_states(
+    request: Request[Any, Any, Any], path: re.Match[str], data: SubjectBatch
+) -> PurposeStates:
+    return await _purpose_states(request, path.group(1), data)
+
+
+PURPOSE_STATES: Final = BatchRead(
+    path=re.compile(rf"/v1/purposes/((?=[^/]{{1,100}}/){PURPOSE_PATTERN.strip('^$')})/states"),
+    body=SubjectBatch,
+    max_body_bytes=_BATCH_MAX_BODY,
+    answer=_fast_purpose_states,
+)
+"""``POST /v1/purposes/{purpose}/states`` on :mod:`tillit.fast_path` (the purpose at most 100 characters)."""
 
 
 @get("/.well-known/jwks.json", summary="Public keys that verify consent receipts", sync_to_thread=False)
@@ -239,16 +266,14 @@ class ConsentController(Controller):
         "/purposes/{purpose:str}/states",
         status_code=HTTP_200_OK,
         summary="The purpose's current state for up to 5000 subjects at once",
-        request_max_body_size=1024 * 1024,
+        request_max_body_size=_BATCH_MAX_BODY,
         responses=problem_responses(400, 401, 413, 415, 422),
     )
     async def purpose_states(
         self, purpose: PurposePath, data: SubjectBatch, request: Request[Any, Any, Any]
     ) -> PurposeStates:
-        # Every profile release's consent read comes here in the gateway's batches: the session is
-        # opened here, not injected (see read_session).
-        async with read_session(request) as session:
-            return await provide_consent_service(session, request).purpose_states(purpose, data.subject_ids)
+        # Its common form is answered before Litestar sees it (PURPOSE_STATES, tillit.fast_path).
+        return await _purpose_states(request, purpose, data)
 
     @get(
         "/ledger/verify",

@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Litestar
 
-from services.consent.api import STATE_READS, ConsentController, receipt_keys
+from services.consent.api import PURPOSE_STATES, STATE_READS, ConsentController, receipt_keys
 from services.consent.changes.api import ChangeController
 from services.consent.expiry import expiry_sweeper
 from services.consent.heads import ChainHeadCache
@@ -16,6 +16,7 @@ from services.consent.requests.api import RequestController
 from services.consent.service import BatchedStateReads, ConsentService, SigningKeys
 from tillit.app import create_internal_service, postgres_state
 from tillit.db import Database
+from tillit.fast_path import install_fast_batch_reads
 from tillit.keys import RECEIPT_KEY, load_public_keys, load_receipt_key
 from tillit.policy import Policy
 from tillit.settings import Settings
@@ -56,7 +57,7 @@ async def publish_notices(app: Litestar, policy: Policy) -> None:
 
 def create_app() -> Litestar:
     start_reads, stop_reads = postgres_state(STATE_READS, BatchedStateReads)
-    return create_internal_service(
+    app = create_internal_service(
         "consent",
         title="tillit consent service",
         description=(
@@ -73,3 +74,6 @@ def create_app() -> Litestar:
         on_shutdown=[stop_reads],
         policy_checks=[publish_notices],
     )
+    # The gateway's batched consent reads, in their common form, before Litestar's per-request
+    # machinery (tillit.fast_path: about half of such a read's CPU); every other request as before.
+    return install_fast_batch_reads(app, "consent", [PURPOSE_STATES])

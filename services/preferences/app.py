@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Litestar
 
 from services.preferences.api import (
+    PROFILE_BATCH,
     PROFILE_READS,
     ProfileBatchController,
     ProfileController,
@@ -20,6 +21,7 @@ from services.preferences.quizzes.purge import session_purger
 from services.preferences.quizzes.service import QuizCatalogue, session_lifetime
 from services.preferences.service import BatchedProfileReads, check_fields_declared
 from tillit.app import create_internal_service, postgres_state
+from tillit.fast_path import install_fast_batch_reads
 from tillit.policy import Policy
 from tillit.settings import Settings
 
@@ -41,7 +43,7 @@ def create_app() -> Litestar:
 
     start_reads, stop_reads = postgres_state(PROFILE_READS, BatchedProfileReads)
 
-    return create_internal_service(
+    app = create_internal_service(
         "preferences",
         title="tillit preferences service",
         description=(
@@ -62,3 +64,6 @@ def create_app() -> Litestar:
         on_shutdown=[stop_reads],
         background=lambda settings: session_purger(settings.expiry_sweep_seconds),
     )
+    # The gateway's batched profile reads, in their common form, before Litestar's per-request
+    # machinery (tillit.fast_path: about half of such a read's CPU); every other request as before.
+    return install_fast_batch_reads(app, "preferences", [PROFILE_BATCH])

@@ -1,0 +1,191 @@
+"""The internal services' batch reads, answered before Litestar's per-request machinery.
+
+Why: every profile release makes the gateway read the consent state and the profile in small
+batches (median 2-4 keys), so per-request overhead dominates these reads: Litestar's routing, the
+``before_request`` hook, body parsing, the signature model and the response objects were about half
+of a batch read's CPU in the consent and preferences services (py-spy, in-process measurements).
+
+What takes this path: a ``POST`` to exactly a route's path (the path parameters matching their
+documented patterns), with no query string, one ``Authorization`` header, ``Content-Type:
+application/json`` as its first content type, a ``Content-Length`` within the route's body limit, a
+plain ``Host`` header, and the app not mounted under a root path. Everything else goes to Litestar
+unchanged, which answers as before (``415``, ``413``, the ``400`` of a bad path parameter, ``OPTIONS``).
+The routes stay declared in Litestar, which answers a body that turns out longer than announced too.
+
+On this path the steps and their order are those of the Litestar route: the service token (401)
+as ``before_request`` checks it, the body decoded strictly into the handler's type as
+:func:`tillit.app.decode_strictly` does for the route (400), then the same read the handler makes.
+Any exception is answered by the application's own exception handlers, so errors are the same RFC
+9457 problem documents; the answer is encoded and framed as Litestar frames it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from litestar import Litestar, Request
+from litestar.serialization import encode_json, get_serializer
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from tillit.app import decode_strictly
+from tillit.keys import SERVICE_TOKEN_KEY, load_public_keys
+from tillit.service_tokens import ServiceTokenVerifier
+from tillit.settings import Settings
+
+__all__ = ["BatchRead", "FastBatchReads", "install_fast_batch_reads"]
+
+AnyRequest = Request[Any, Any, Any]
+
+_PLAIN_HOST: Final = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
+"""A subset of what Litestar accepts as a host (problem documents name ``request.url.path``)."""
+_DIGITS: Final = re.compile(rb"[0-9]{1,12}")
+_JSON: Final = (b"content-type", b"application/json")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRead:
+    """One ``POST`` route answered here: its path, its body's type and size limit, and its read.
+
+    ``answer`` is given the request, the path's match (its groups are the path parameters) and the
+    decoded body; it must be what the Litestar handler of ``path`` does with them.
+    """
+
+    path: re.Pattern[str]
+    body: type[Any]
+    max_body_bytes: int
+    answer: Callable[[AnyRequest, re.Match[str], Any], Awaitable[Any]]
+
+
+class FastBatchReads:
+    """An ASGI app in front of a service's own: its common batch reads here, anything else to ``fallback``."""
+
+    def __init__(
+        self, app: Litestar, fallback: ASGIApp, verifier: ServiceTokenVerifier, routes: Sequence[BatchRead]
+    ) -> None:
+        self._app = app
+        self._fallback = fallback
+        self._verifier = verifier
+        self._routes = tuple(routes)
+        self._serializer = get_serializer(app.type_encoders)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self._common_read(scope)
+        if found is None:
+            await self._fallback(scope, receive, send)
+            return
+        route, match, authorization = found
+        request: AnyRequest = self._app.request_class(scope, receive, send)
+        try:
+            self._verifier.verify(authorization)
+        except Exception as exc:
+            await self._problem(request, exc)
+            return
+        messages: list[Message] = []
+        body = await _whole_body(receive, messages, route.max_body_bytes)
+        if body is None:
+            # Longer than its limit, or not a plain body: Litestar answers it from the start.
+            await self._fallback(scope, _replaying(messages, receive), send)
+            return
+        try:
+            data = decode_strictly(body, route.body)
+            content = encode_json(await route.answer(request, match, data), self._serializer)
+        except Exception as exc:
+            await self._problem(request, exc)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [_JSON, (b"content-length", str(len(content)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+
+    def _common_read(self, scope: Scope) -> tuple[BatchRead, re.Match[str], str | None] | None:
+        """(route, path match, Authorization header) of a request this path answers, else None."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["query_string"] or scope.get("root_path"):
+            return None
+        path: str = scope["path"]
+        for route in self._routes:
+            if (match := route.path.fullmatch(path)) is not None:
+                break
+        else:
+            return None
+        authorization: str | None = None
+        content_type: bytes | None = None
+        length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if authorization is not None:
+                    return None
+                authorization = value.decode("latin-1")
+            elif name == b"content-type":
+                if content_type is None:
+                    content_type = value
+            elif name == b"content-length":
+                if length is not None:
+                    return None
+                length = value
+            elif name == b"host" and _PLAIN_HOST.fullmatch(value) is None:
+                return None
+        if content_type != _JSON[1] or length is None or _DIGITS.fullmatch(length) is None:
+            return None
+        if int(length) > route.max_body_bytes:
+            return None
+        return route, match, authorization
+
+    async def _problem(self, request: AnyRequest, exc: Exception) -> None:
+        """The error as the app's exception handlers answer it (what Litestar's own middleware does)."""
+        handlers: dict[Any, Any] = self._app.exception_handlers
+        handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
+        if handler is None:
+            raise exc
+        response = handler(request, exc)
+        await response.to_asgi_response(app=None, request=request, type_encoders=self._app.type_encoders)(
+            request.scope, request.receive, request.send
+        )
+
+
+async def _whole_body(receive: Receive, messages: list[Message], limit: int) -> bytes | None:
+    """The request's body if it is at most ``limit`` bytes, else None; ``messages`` keeps what was received."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` with ``messages`` (already received) given again first."""
+    pending = list(messages)
+
+    async def replayed() -> Any:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
+
+
+def install_fast_batch_reads(app: Litestar, audience: str, routes: Sequence[BatchRead]) -> Litestar:
+    """Put :class:`FastBatchReads` in front of ``app``, an internal service addressed as ``audience``.
+
+    Its own verifier of the same public keys: a token already verified by one is verified once more
+    by the other, and never again until it expires.
+    """
+    settings: Settings = app.state.settings
+    verifier = ServiceTokenVerifier(load_public_keys(settings.keys_dir, SERVICE_TOKEN_KEY), audience=audience)
+    app.asgi_handler = FastBatchReads(app, app.asgi_handler, verifier, routes)
+    return app
