@@ -31,7 +31,7 @@ from litestar import Litestar, Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.rules.engine import Engine
-from services.rules.schemas import RawCandidatesDecisionRequest
+from services.rules.schemas import DecisionRequest, RawCandidatesDecisionRequest
 from tillit.service_tokens import ServiceTokenVerifier, authorization_of
 
 __all__ = ["DECIDE_BODY_BYTES", "FastDecide"]
@@ -44,8 +44,10 @@ _PLAIN_HOST: Final = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
 """A subset of what Litestar's router accepts as a host; any other goes through Litestar."""
 _JSON: Final = (b"content-type", b"application/json")
 _CANDIDATES_KEY: Final = b'"candidates"'
+_NULL: Final = msgspec.Raw(b"null")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RawCandidatesDecisionRequest, strict=True).decode
+_decode_checked = msgspec.json.Decoder(DecisionRequest, strict=True).decode
 
 
 class FastDecide:
@@ -139,18 +141,28 @@ class FastDecide:
 
 
 def _one_candidates_field(body: bytes, candidates: msgspec.Raw) -> bool:
-    """The body names ``candidates`` once, plainly: a JSON object may repeat a key (the last one
-    counts), and a repeated ``candidates`` kept raw here would not have its first value checked
-    as :class:`DecisionRequest` checks it. Outside the candidates' own JSON there is no backslash
-    (no key spelled with escapes) and the key appears once; otherwise Litestar decides."""
-    raw = bytes(candidates)
-    if raw == b"null":
-        return body.count(_CANDIDATES_KEY) <= 1 and b"\\" not in body
-    start = body.find(raw)
-    if start < 0:
+    """Whether every ``candidates`` value in the body is one :class:`DecisionRequest` accepts.
+
+    A JSON object may repeat a key (the last one counts, but the route's decode checks each value),
+    and only the last is decoded here. Without a backslash in the body every key is spelled
+    plainly, so at most one plain ``"candidates"`` means at most one such key. Otherwise the body
+    with the kept candidates replaced by ``null`` must decode as :class:`DecisionRequest`: that
+    checks any other ``candidates`` value (however its key is spelled) as the route would.
+    """
+    if b"\\" not in body:
+        return body.count(_CANDIDATES_KEY) <= 1
+    rest = body
+    if candidates != _NULL:
+        raw = bytes(candidates)
+        start = body.find(raw)
+        if start < 0:
+            return False
+        rest = body[:start] + b"null" + body[start + len(raw) :]
+    try:
+        _decode_checked(rest)
+    except Exception:
         return False
-    outside = body[:start] + body[start + len(raw) :]
-    return outside.count(_CANDIDATES_KEY) == 1 and b"\\" not in outside
+    return True
 
 
 async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:

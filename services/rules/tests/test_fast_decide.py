@@ -138,6 +138,23 @@ def test_good_decisions_take_the_fast_path_and_answer_as_the_route_does(rules: R
     assert rules.routed == []
 
 
+def test_escapes_in_a_good_body_take_the_fast_path_and_the_same_answer(rules: Rules) -> None:
+    rng = _rng(3)
+    quoted = [{**product, "brand": 'The "Best"\\', "tags": ["caf\u00e9"]} for product in _LIST[:5]] + _LIST[5:]
+    for body in (
+        {**_visit(rng), "candidates": quoted},
+        {**_visit(rng), "profile": {"favourite_brands": ['The "Best"\\'], "style": "a\nb"}},
+        {**_visit(rng), "profile": {"favourite_brands": ['The "Best"\\']}, "candidates": quoted},
+        b'{"candid\\u0061tes": ' + _CANDIDATES.encode() + b", " + msgspec.json.encode(_visit(rng))[1:],
+    ):
+        encoded = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        assert b"\\" in encoded
+        served, routed = rules.both(encoded)
+        assert served.status_code == 200, served.text
+        _same(served, routed)
+    assert rules.routed == []
+
+
 def _valid() -> dict[str, Any]:
     return _visit(_rng(7))
 
@@ -176,6 +193,12 @@ _BAD_REQUESTS: list[tuple[str, Any, dict[str, str], int]] = [
         msgspec.json.encode(_valid())[:-1] + b', "candid\\u0061tes": [{"id": 1}]}',
         {},
         400,
+    ),
+    (
+        "candidates twice, the first bad and spelled with an escape",  # the route takes the last, as above
+        b'{"candid\\u0061tes": [{"id": 1}], ' + msgspec.json.encode(_valid())[1:],
+        {},
+        200,
     ),
     (
         "candidates twice, both good",
