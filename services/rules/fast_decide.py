@@ -7,11 +7,12 @@ into columns and indexed again for every decision although a shop sends the same
 shoppers.
 
 What takes this path: exactly ``POST /v1/decide`` without a query string or root path, with a
-JSON content type, a body within the route's bound, a service token the app's verifier accepts,
-compiled definitions that need no look at the database (:meth:`Engine.fresh`) and a body that
+JSON content type, a service token the app's verifier accepts (checked before the body is read,
+as the route checks it), a body within the route's bound, compiled definitions that need no look at the database (:meth:`Engine.fresh`) and a body that
 decodes into :class:`~services.rules.schemas.RawCandidatesDecisionRequest` with candidates that
 decode as :class:`~services.rules.schemas.DecisionRequest` would decode them (their table comes
-from :attr:`Engine.candidate_tables` when the same JSON was sent before).
+from :attr:`Engine.candidate_tables` when the same JSON was sent before), every other
+``candidates`` value of a repeated key included.
 
 Everything else — a missing or bad token, another content type, a body too large or invalid, an
 ``OPTIONS``, a stale engine — goes to Litestar unchanged, with the body read so far handed on as
@@ -58,11 +59,11 @@ class FastDecide:
         self._fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._takes(scope):
+        if not self._takes(scope) or not self._authorized(scope):
             await self._fallback(scope, receive, send)
             return
         messages, body = await _read_body(receive)
-        request = None if body is None else self._decodable(scope, body)
+        request = None if body is None else self._decodable(body)
         if request is None:
             await self._fallback(scope, _replay(messages, receive), send)
             return
@@ -108,15 +109,21 @@ class FastDecide:
                 return False
         return json
 
-    def _decodable(self, scope: Scope, body: bytes) -> tuple[Engine, RawCandidatesDecisionRequest] | None:
-        """The engine and the decoded body when the token is good, the engine fresh and the body valid."""
-        state = self._app.state
-        verifier: ServiceTokenVerifier = state.service_tokens
-        engine: Engine = state.engine
+    def _authorized(self, scope: Scope) -> bool:
+        """A service token the app's verifier accepts (checked before the body is read, as the route does)."""
+        verifier: ServiceTokenVerifier | None = self._app.state.get("service_tokens")
+        if verifier is None:
+            return False
         try:
             verifier.verify(authorization_of(scope))
         except Exception:
-            return None
+            return False
+        return True
+
+    def _decodable(self, body: bytes) -> tuple[Engine, RawCandidatesDecisionRequest] | None:
+        """The engine and the decoded body when the engine is fresh and the body valid."""
+        state = self._app.state
+        engine: Engine = state.engine
         if not engine.fresh(state.policy):
             return None
         try:
