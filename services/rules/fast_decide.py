@@ -8,11 +8,12 @@ shoppers.
 
 What takes this path: exactly ``POST /v1/decide`` without a query string or root path, with a
 JSON content type, a service token the app's verifier accepts (checked before the body is read,
-as the route checks it), a body within the route's bound, compiled definitions that need no look at the database (:meth:`Engine.fresh`) and a body that
-decodes into :class:`~services.rules.schemas.RawCandidatesDecisionRequest` with candidates that
-decode as :class:`~services.rules.schemas.DecisionRequest` would decode them (their table comes
-from :attr:`Engine.candidate_tables` when the same JSON was sent before), every other
-``candidates`` value of a repeated key included.
+as the route checks it), a body within the route's bound, compiled definitions that need no look
+at the database (:meth:`Engine.fresh`) and a body that decodes into
+:class:`~services.rules.schemas.RawCandidatesDecisionRequest` with candidates that decode as
+:class:`~services.rules.schemas.DecisionRequest` would decode them (their table comes from
+:attr:`Engine.candidate_tables` when the same JSON was sent before), every other ``candidates``
+value of a repeated key included.
 
 Everything else — a missing or bad token, another content type, a body too large or invalid, an
 ``OPTIONS``, a stale engine — goes to Litestar unchanged, with the body read so far handed on as
