@@ -241,7 +241,8 @@ def create_app(
     """Build a component app; with ``migrations`` it owns a database migrated on start.
 
     With ``service_tokens`` every path under ``/v1/`` answers 401 unless the request carries a
-    service token that verifier accepts.
+    service token that verifier accepts; the verifier is ``state.service_tokens`` (for a path that
+    answers before Litestar, e.g. :mod:`services.rules.fast_decide`).
 
     With a ``policy`` in ``state`` the app reloads it when its files change or on SIGHUP, installing
     a new policy only when it validates and passes ``policy_checks``.
@@ -277,6 +278,8 @@ def create_app(
                 await database.dispose()
 
     app_state = {"settings": settings, **(state or {})}
+    if service_tokens is not None:
+        app_state["service_tokens"] = service_tokens
     return Litestar(
         route_handlers=[live, ready, *route_handlers],
         lifespan=[lifespan],

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.rules.catalogue import Catalogue, Category, Department, Product
 from services.rules.definitions import KEY_PATTERN, SLOT_PATTERN, Definition
 from services.rules.engine import Engine
+from services.rules.fast_decide import DECIDE_BODY_BYTES
 from services.rules.repository import DefinitionRepository, ExposureRepository
 from services.rules.schemas import (
     MAX_CANDIDATES,
@@ -53,9 +54,6 @@ async def provide_current_engine(request: Request[Any, Any, Any]) -> Engine:
 _READ = {"session": Provide(provide_read_session)}
 """Reads: no transaction, and on SQLite no turn in the writers' queue."""
 _EVALUATE = {"engine": Provide(provide_current_engine)}
-_DECIDE_BODY_BYTES = 2 * 1024 * 1024
-"""A decision carries up to 500 candidate products: the caller's JSON of them as the gateway took it
-(a body of up to 1 MiB), plus the filtered profile and the context."""
 
 
 def provide_rules_service(session: AsyncSession, request: Request[Any, Any, Any]) -> RulesService:
@@ -99,7 +97,7 @@ class SegmentController(Controller):
             f"catalogue's) after the merchandising rules, at most {MAX_CANDIDATES}, and the reasons."
         ),
         dependencies=_EVALUATE,
-        request_max_body_size=_DECIDE_BODY_BYTES,
+        request_max_body_size=DECIDE_BODY_BYTES,
         responses=problem_responses(400, 401, 413, 415, 422),
     )
     async def decide(self, data: DecisionRequest, engine: Engine) -> Decision:

@@ -40,13 +40,17 @@ from services.rules.exposures import ExposureCounter
 from services.rules.merchandising import apply_rules
 from services.rules.models import Definition as DefinitionRow
 from services.rules.schemas import (
+    CandidateList,
     Decision,
     DecisionContext,
     DecisionReason,
     DecisionRequest,
     Evaluation,
     EvaluationRequest,
+    RawCandidatesDecisionRequest,
+    check_candidate_ids,
 )
+from services.rules.selection import CandidateCache, Candidates
 from tillit.policy import Policy
 
 __all__ = [
@@ -115,6 +119,8 @@ class Engine:
         self._version: tuple[int, int] | None = None
         self._checked_at = -math.inf
         self._purposes: dict[str, CompiledPurpose] = {}
+        self.candidate_tables = CandidateCache()
+        """Tables of candidate lists sent before (see :meth:`candidate_table`)."""
 
     def fresh(self, policy: Policy) -> bool:
         """Compiled for ``policy`` and checked against the database less than :data:`RECHECK_SECONDS` ago."""
@@ -139,6 +145,7 @@ class Engine:
         for row in rows:
             by_purpose.setdefault(row.purpose, []).append(row)
         self._purposes = {purpose: compile_purpose(group, policy) for purpose, group in by_purpose.items()}
+        self.candidate_tables.clear()  # their memoized selections are of the definitions replaced
         self._version = (generation, id(policy))
         self._checked_at = time.monotonic()
 
@@ -175,6 +182,32 @@ class Engine:
         return Evaluation(purpose=request.purpose, segments=matched)
 
     def decide(self, request: DecisionRequest) -> Decision:
+        return self.decide_on(request, request.candidates)
+
+    def candidate_table(self, candidates: msgspec.Raw) -> Candidates | None:
+        """The table of a request's candidates sent as JSON (None for ``null``): from
+        :attr:`candidate_tables` when this JSON was decoded before, else decoded and kept there.
+
+        Raises what decoding them in a :class:`DecisionRequest` raises (``msgspec.ValidationError``,
+        ``msgspec.DecodeError``, ``ValueError`` for an id), so that such a request can be refused
+        exactly as that would refuse it.
+        """
+        key = bytes(candidates)
+        if key == b"null":
+            return None
+        table = self.candidate_tables.get(key)
+        if table is None:
+            products = msgspec.json.decode(key, type=CandidateList, strict=True)
+            if products:
+                check_candidate_ids(products)
+            table = Candidates(products)
+            self.candidate_tables.put(key, table)
+        return table
+
+    def decide_on(
+        self, request: DecisionRequest | RawCandidatesDecisionRequest, candidates: list[Product] | Candidates | None
+    ) -> Decision:
+        """The decision on ``request`` for ``candidates`` (the request's; None: the demo catalogue's)."""
         context = _context(request.context, self.catalogue)
         matched, env = self.segments(request.purpose, request.profile, context)
         compiled = self.purpose(request.purpose)
@@ -185,9 +218,7 @@ class Engine:
             if slot is not None:
                 variants[slot_key] = self._variant(slot, env, request.assignment_key, reasons)
         limit = request.limit
-        if request.candidates is not None:
-            candidates: list[Product] = request.candidates
-        else:
+        if candidates is None:
             candidates = self.catalogue.candidates(request.context.department, request.context.category)
             limit = limit or CATALOGUE_PAGE
         products, product_reasons = apply_rules(candidates, compiled.rules, env, limit)

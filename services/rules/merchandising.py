@@ -47,18 +47,23 @@ def _name(rule: CompiledRule) -> str:
 
 
 def apply_rules(
-    candidates: Sequence[Product], rules: Sequence[CompiledRule], env: Env, limit: int | None
+    candidates: Sequence[Product] | Candidates, rules: Sequence[CompiledRule], env: Env, limit: int | None
 ) -> tuple[list[Product], list[DecisionReason]]:
-    """The candidates after every applying rule, and the reasons; ``env`` is the visit's."""
-    table = Candidates(candidates)
+    """The candidates after every applying rule, and the reasons; ``env`` is the visit's.
+
+    ``candidates`` may come as their table already (one reused across decisions, see
+    :class:`~services.rules.selection.CandidateCache`).
+    """
+    table = candidates if isinstance(candidates, Candidates) else Candidates(candidates)
+    products = table.products
     ids = table.column("id")
-    shown = list(range(len(candidates)))
-    """Positions in ``candidates`` of the list as it stands."""
+    shown = list(range(len(products)))
+    """Positions in ``products`` of the list as it stands."""
     alive: set[int] = set(shown)
     """The same positions, as a set."""
     reasons: list[DecisionReason] = []
     applying = sorted((rule for rule in rules if rule.when is None or rule.when(env) is True), key=_order)
-    scores = [0] * len(candidates)
+    scores = [0] * len(products)
     """Per position; the ranking adds up those of candidates that share an id."""
     scored = False
     limits: list[tuple[int, str]] = []
@@ -129,7 +134,7 @@ def apply_rules(
             if source != "request":
                 reasons.append(DecisionReason(source, f"kept the first {smallest} of {len(shown)} products"))
             shown = shown[:smallest]
-    return [candidates[index] for index in shown], reasons
+    return [products[index] for index in shown], reasons
 
 
 def _ranked(shown: list[int], ids: list[str], scores: list[int]) -> list[int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -18,6 +18,7 @@ __all__ = [
     "MAX_SLOTS",
     "NAME_PATTERN",
     "SLOT_PATTERN",
+    "CandidateList",
     "Condition",
     "Decision",
     "DecisionContext",
@@ -28,10 +29,12 @@ __all__ = [
     "EvaluationRequest",
     "ExposureCount",
     "FlatCondition",
+    "RawCandidatesDecisionRequest",
     "SegmentIn",
     "SegmentMatch",
     "SegmentMatchRequest",
     "SegmentOut",
+    "check_candidate_ids",
 ]
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
@@ -125,6 +128,12 @@ class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     ] = msgspec.field(default_factory=list)
 
 
+CandidateList = Annotated[list[Product], msgspec.Meta(max_length=MAX_CANDIDATES)]
+_Profile = Annotated[dict[ProfileFieldName, Any], msgspec.Meta(max_length=100)]
+_Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)]
+_AssignmentKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+
+
 class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A profile already filtered by the gateway for ``purpose``, the visit's context, and optionally
     the products to rank (``candidates``; without them, the demo catalogue's for the context's
@@ -132,15 +141,43 @@ class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     assignment (an HMAC of the subject id): it is hashed with the experiment key and never stored."""
 
     purpose: PurposeKey
-    profile: Annotated[dict[ProfileFieldName, Any], msgspec.Meta(max_length=100)]
+    profile: _Profile
     context: DecisionContext = msgspec.field(default_factory=DecisionContext)
-    candidates: Annotated[list[Product], msgspec.Meta(max_length=MAX_CANDIDATES)] | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)] | None = None
-    assignment_key: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{16,64}$")] | None = None
+    candidates: CandidateList | None = None
+    limit: _Limit | None = None
+    assignment_key: _AssignmentKey | None = None
 
     def __post_init__(self) -> None:
         if self.candidates:
-            PRODUCT_IDS.check([product.id for product in self.candidates], "$.candidates[{}].id".format)
+            check_candidate_ids(self.candidates)
+
+
+def check_candidate_ids(candidates: list[Product]) -> None:
+    """Every candidate's id to its pattern, all at once (``ValueError`` naming the first that is not)."""
+    PRODUCT_IDS.check([product.id for product in candidates], "$.candidates[{}].id".format)
+
+
+_NULL: Final = msgspec.Raw(b"null")
+
+
+def _no_candidates() -> msgspec.Raw:
+    return _NULL
+
+
+class RawCandidatesDecisionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """:class:`DecisionRequest` with ``candidates`` left as the JSON sent (``null`` when absent).
+
+    For :mod:`services.rules.fast_decide`: the candidates' JSON is the key of their decoded table in
+    :class:`~services.rules.selection.CandidateCache`, decoded (as :data:`CandidateList`) only when
+    it is not there. Every other field is :class:`DecisionRequest`'s (a test holds them equal).
+    """
+
+    purpose: PurposeKey
+    profile: _Profile
+    context: DecisionContext = msgspec.field(default_factory=DecisionContext)
+    candidates: msgspec.Raw = msgspec.field(default_factory=_no_candidates)
+    limit: _Limit | None = None
+    assignment_key: _AssignmentKey | None = None
 
 
 class DecisionReason(msgspec.Struct):

@@ -11,12 +11,12 @@ import pytest
 
 from services.rules.catalogue import Product, demo_catalogue
 from services.rules.conditions import Condition, ConditionProblem, Env, Tri, compile_condition
-from services.rules.definitions import _field_types
+from services.rules.definitions import DefinitionRejected, _field_types
 from services.rules.engine import Engine
 from services.rules.exposures import ExposureCounter
 from services.rules.models import Definition as DefinitionRow
-from services.rules.schemas import DecisionRequest
-from services.rules.selection import Candidates, compile_selector
+from services.rules.schemas import DecisionRequest, RawCandidatesDecisionRequest
+from services.rules.selection import CandidateCache, Candidates, compile_selector
 from services.rules.tests.support import POLICY, PROFILED, leaf, rule
 
 BRANDS = ("Gucci", "Armani", "Hope", "Arket", "ganni")
@@ -167,3 +167,78 @@ def test_candidates_that_share_an_id_share_its_score(hope_too: bool) -> None:
     # Both "a" products rank with the id's score (5, or 10 when both are Hope), the caller's order among equals.
     assert decision.products == (["a", "a", "c", "b"] if hope_too else ["c", "a", "b", "a"])
     assert decision.reasons[0].explanation.startswith(f"moved {2 if hope_too else 1} products up by 5")
+
+
+def _random_rules(rng: random.Random) -> list[dict[str, Any]]:
+    """Filters, boosts and buries on random product matches (some reading the visit), an exclusion and a pin."""
+    bodies = []
+    for number in range(rng.randrange(2, 8)):
+        action = rng.choice(("filter", "boost", "bury", "boost"))
+        extra = {"weight": rng.randrange(1, 6)} if action != "filter" else {}
+        bodies.append(rule(f"r{number}", action, match=_tree(rng), priority=rng.randrange(3), **extra))
+    bodies.append(rule("apart", "exclude", exclude={"attribute": "brand", "values": ["Gucci", "Armani"]}))
+    bodies.append(rule("pin", "pin", pin=["p3", "p1"], position=rng.randrange(1, 4)))
+    return bodies
+
+
+def test_a_candidates_table_reused_across_visits_decides_as_a_fresh_one() -> None:
+    """Product-only matches are memoized in a table (and tables kept across decisions): a table used for
+    many visits must answer each as one built for that visit alone."""
+    rng = random.Random(20261125)  # noqa: S311 - reproducible test data
+    compared = memoized = 0
+    for _ in range(60):
+        try:
+            engine = _engine(*_random_rules(rng))
+        except DefinitionRejected:
+            continue
+        lists = [msgspec.json.encode([msgspec.to_builtins(p) for p in _products(rng)]) for _ in range(3)]
+        for _ in range(12):
+            profile, context = _visit(rng)
+            body = {"purpose": PROFILED, "profile": profile, "context": context, "candidates": rng.choice(lists)}
+            if rng.random() < 0.5:
+                body["limit"] = rng.randrange(1, 9)
+            encoded = msgspec.json.encode({**body, "candidates": msgspec.Raw(body["candidates"])})
+            fresh = engine.decide(msgspec.json.decode(encoded, type=DecisionRequest))
+            request = msgspec.json.decode(encoded, type=RawCandidatesDecisionRequest)
+            reused = engine.decide_on(request, engine.candidate_table(request.candidates))
+            assert reused == fresh, body
+            compared += 1
+        memoized += sum(len(table.memo) for table in engine.candidate_tables._tables.values())
+    assert compared > 300
+    assert memoized > 50
+
+
+def test_the_candidate_cache_keeps_lists_seen_again_and_the_more_frequent_when_full() -> None:
+    cache = CandidateCache(entries=2)
+    table = Candidates([])
+    assert cache.get(b"[1]") is None
+    cache.put(b"[1]", table)
+    assert len(cache) == 0  # seen once: not kept
+    cache.put(b"[1]", table)
+    assert cache.get(b"[1]") is table
+    for key in (b"[2]", b"[2]", b"[3]", b"[3]"):
+        if cache.get(key) is None:
+            cache.put(key, Candidates([]))
+    assert len(cache) == 2
+    assert cache.get(b"[1]") is table  # seen three times: not replaced by [3], seen twice
+    assert cache.get(b"[3]") is None
+    for _ in range(3):
+        if cache.get(b"[3]") is None:
+            cache.put(b"[3]", Candidates([]))
+    assert cache.get(b"[3]") is not None  # now seen more often than [2], the least recently used
+    assert cache.get(b"[2]") is None
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_the_raw_candidates_request_is_the_decision_request_but_for_candidates() -> None:
+    ours = {f.name: f for f in msgspec.structs.fields(RawCandidatesDecisionRequest)}
+    theirs = {f.name: f for f in msgspec.structs.fields(DecisionRequest)}
+    assert list(ours) == list(theirs)
+    for name, field in theirs.items():
+        if name != "candidates":
+            assert ours[name] == field, name
+    for setting in ("forbid_unknown_fields", "omit_defaults", "array_like", "tag", "tag_field"):
+        assert getattr(RawCandidatesDecisionRequest.__struct_config__, setting) == getattr(
+            DecisionRequest.__struct_config__, setting
+        )

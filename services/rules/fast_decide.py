@@ -1,0 +1,204 @@
+"""``POST /v1/decide`` answered before Litestar's per-request machinery, when it would answer 200.
+
+Why: under ``bench.decisions`` (20 segments, 30 rules, 200 candidates) Litestar's routing,
+dependency and signature handling, the generic strict body check and the response objects were
+about a third of the rules worker's CPU per decision, and the 200 candidates were decoded, read
+into columns and indexed again for every decision although a shop sends the same list for many
+shoppers.
+
+What takes this path: exactly ``POST /v1/decide`` without a query string or root path, with a
+JSON content type, a service token the app's verifier accepts (checked before the body is read,
+as the route checks it), a body within the route's bound, compiled definitions that need no look
+at the database (:meth:`Engine.fresh`) and a body that decodes into
+:class:`~services.rules.schemas.RawCandidatesDecisionRequest` with candidates that decode as
+:class:`~services.rules.schemas.DecisionRequest` would decode them (their table comes from
+:attr:`Engine.candidate_tables` when the same JSON was sent before), every other ``candidates``
+value of a repeated key included.
+
+Everything else — a missing or bad token, another content type, a body too large or invalid, an
+``OPTIONS``, a stale engine — goes to Litestar unchanged, with the body read so far handed on as
+it came: there the route checks and refuses as before, so every problem document is the one it
+always was (the tests hold the two paths to the same answers). The decision is the same
+:meth:`Engine.decide_on`, encoded and framed as Litestar frames it (``content-type``,
+``content-length``); an exception from it is answered by the app's own exception handlers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import msgspec
+from litestar import Litestar, Request
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.rules.engine import Engine
+from services.rules.schemas import DecisionRequest, RawCandidatesDecisionRequest
+from tillit.service_tokens import ServiceTokenVerifier, authorization_of
+
+__all__ = ["DECIDE_BODY_BYTES", "FastDecide"]
+
+DECIDE_BODY_BYTES: Final = 2 * 1024 * 1024
+"""A decision carries up to 500 candidate products: the caller's JSON of them as the gateway took it
+(a body of up to 1 MiB), plus the filtered profile and the context. The route's bound too."""
+_PATH: Final = "/v1/decide"
+_PLAIN_HOST: Final = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
+"""A subset of what Litestar's router accepts as a host; any other goes through Litestar."""
+_JSON: Final = (b"content-type", b"application/json")
+_CANDIDATES_KEY: Final = b'"candidates"'
+_NULL: Final = msgspec.Raw(b"null")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(RawCandidatesDecisionRequest, strict=True).decode
+_decode_checked = msgspec.json.Decoder(DecisionRequest, strict=True).decode
+
+
+class FastDecide:
+    """An ASGI app in front of the rules service's own: the common decision here, anything else to ``fallback``."""
+
+    def __init__(self, app: Litestar, fallback: ASGIApp) -> None:
+        self._app = app
+        self._fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._takes(scope) or not self._authorized(scope):
+            await self._fallback(scope, receive, send)
+            return
+        messages, body = await _read_body(receive)
+        request = None if body is None else self._decodable(body)
+        if request is None:
+            await self._fallback(scope, _replay(messages, receive), send)
+            return
+        engine, decoded = request
+        try:
+            table = engine.candidate_table(decoded.candidates)
+        except Exception:  # refused as the route refuses it (ValidationError, DecodeError, ValueError ...)
+            await self._fallback(scope, _replay(messages, receive), send)
+            return
+        try:
+            answer = _encode(engine.decide_on(decoded, table))
+        except Exception as exc:
+            await self._problem(scope, _replay(messages, receive), send, exc)
+            return
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [_JSON, (b"content-length", b"%d" % len(answer))]}
+        )
+        await send({"type": "http.response.body", "body": answer, "more_body": False})
+
+    def _takes(self, scope: Scope) -> bool:
+        """A decision this path may answer, as far as the request line and headers tell."""
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != _PATH
+            or scope["query_string"]
+            or scope.get("root_path")
+        ):
+            return False
+        json = False
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                if json:
+                    return False
+                media_type = value.decode("latin-1").split(";", 1)[0].strip().lower()
+                json = media_type == "application/json" or media_type.endswith("+json")
+                if not json:
+                    return False
+            elif name == b"content-length":
+                if not value.isdigit() or int(value) > DECIDE_BODY_BYTES:
+                    return False
+            elif name == b"host" and _PLAIN_HOST.fullmatch(value) is None:
+                return False
+        return json
+
+    def _authorized(self, scope: Scope) -> bool:
+        """A service token the app's verifier accepts (checked before the body is read, as the route does)."""
+        verifier: ServiceTokenVerifier | None = self._app.state.get("service_tokens")
+        if verifier is None:
+            return False
+        try:
+            verifier.verify(authorization_of(scope))
+        except Exception:
+            return False
+        return True
+
+    def _decodable(self, body: bytes) -> tuple[Engine, RawCandidatesDecisionRequest] | None:
+        """The engine and the decoded body when the engine is fresh and the body valid."""
+        state = self._app.state
+        engine: Engine = state.engine
+        if not engine.fresh(state.policy):
+            return None
+        try:
+            decoded = _decode(body)
+        except Exception:  # ValidationError, DecodeError, RecursionError: the route's problem documents
+            return None
+        if not _one_candidates_field(body, decoded.candidates):
+            return None
+        return engine, decoded
+
+    async def _problem(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """The error as the app's exception handlers answer it (what Litestar's own middleware does)."""
+        handlers: dict[Any, Any] = self._app.exception_handlers
+        handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
+        if handler is None:
+            raise exc
+        request: Request[Any, Any, Any] = self._app.request_class(scope, receive, send)
+        response = handler(request, exc)
+        await response.to_asgi_response(app=None, request=request, type_encoders=self._app.type_encoders)(
+            scope, receive, send
+        )
+
+
+def _one_candidates_field(body: bytes, candidates: msgspec.Raw) -> bool:
+    """Whether every ``candidates`` value in the body is one :class:`DecisionRequest` accepts.
+
+    A JSON object may repeat a key (the last one counts, but the route's decode checks each value),
+    and only the last is decoded here. Without a backslash in the body every key is spelled
+    plainly, so at most one plain ``"candidates"`` means at most one such key. Otherwise the body
+    with the kept candidates replaced by ``null`` must decode as :class:`DecisionRequest`: that
+    checks any other ``candidates`` value (however its key is spelled) as the route would.
+    """
+    if b"\\" not in body:
+        return body.count(_CANDIDATES_KEY) <= 1
+    rest = body
+    if candidates != _NULL:
+        raw = bytes(candidates)
+        start = body.find(raw)
+        if start < 0:
+            return False
+        rest = body[:start] + b"null" + body[start + len(raw) :]
+    try:
+        _decode_checked(rest)
+    except Exception:
+        return False
+    return True
+
+
+async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:
+    """The messages received, and the body they make (None when it is over the bound or cut short)."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return messages, None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > DECIDE_BODY_BYTES:
+            return messages, None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return messages, b"".join(chunks)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` with ``messages``, already received, given again first."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay

@@ -1,0 +1,241 @@
+"""``POST /v1/decide`` before Litestar answers exactly what the Litestar route answers.
+
+Each request is sent twice, once through the whole app (the fast path, falling back to Litestar
+when it must) and once straight to Litestar's own handler; status, headers and body must be the
+same, for good requests and for every kind of bad one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from litestar.testing import TestClient
+
+from bench.decisions import SLOT, candidates, definitions
+from services.rules.app import create_app
+from services.rules.fast_decide import DECIDE_BODY_BYTES, FastDecide
+from services.rules.tests.support import PROFILED
+from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
+from tillit.service_tokens import ServiceTokenIssuer
+from tillit.settings import REPO_ROOT
+
+
+@dataclass
+class Rules:
+    client: TestClient[Any]
+    headers: dict[str, str]
+    fast: FastDecide
+    litestar: Any
+    routed: list[str] = field(default_factory=list)
+    """Requests the fast path handed to Litestar."""
+
+    def post(self, body: bytes, headers: dict[str, str] | None = None, path: str = "/v1/decide") -> Any:
+        sent = {**self.headers, "content-type": "application/json", **(headers or {})}
+        return self.client.post(path, content=body, headers={k: v for k, v in sent.items() if v})
+
+    def both(self, body: bytes, headers: dict[str, str] | None = None, path: str = "/v1/decide") -> tuple[Any, Any]:
+        """The answer of the app as served, and Litestar's alone, to the same request."""
+        served = self.post(body, headers, path)
+        app = self.client.app
+        app.asgi_handler = self.litestar
+        try:
+            routed = self.post(body, headers, path)
+        finally:
+            app.asgi_handler = self.fast
+        return served, routed
+
+
+@pytest.fixture
+def rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rules]:
+    for name in [name for name in os.environ if name.startswith("TILLIT_")]:
+        monkeypatch.delenv(name)
+    policy_dir = tmp_path / "policies"
+    shutil.copytree(REPO_ROOT / "policies", policy_dir)
+    monkeypatch.setenv("TILLIT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TILLIT_POLICY_DIR", str(policy_dir))
+    monkeypatch.setenv("TILLIT_LOG_LEVEL", "WARNING")
+    monkeypatch.setenv("TILLIT_RULES_DEFINITIONS_DIR", "")
+    for name in KEY_NAMES:
+        ensure_signing_key(tmp_path / "keys", name)
+    issuer = ServiceTokenIssuer(load_private_key(tmp_path / "keys", SERVICE_TOKEN_KEY), ttl_seconds=3600)
+    headers = issuer.headers_for("rules")
+    with TestClient(create_app()) as client:
+        for body in definitions():
+            saved = client.post("/v1/definitions", json=body, headers=headers)
+            assert saved.status_code == 201, saved.text
+        fast = client.app.asgi_handler
+        assert isinstance(fast, FastDecide)
+        litestar = fast._fallback
+        rules = Rules(client, headers, fast, litestar)
+
+        async def recorded(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                rules.routed.append(f"{scope['method']} {scope['path']}")
+            await litestar(scope, receive, send)
+
+        fast._fallback = recorded
+        assert rules.post(_encode(_valid())).json()["segments"]  # compiles the definitions saved
+        assert rules.routed == ["POST /v1/decide"]
+        rules.routed.clear()
+        client.app.state.engine._checked_at = float("inf")  # fresh from now on: no look at the database
+        yield rules
+
+
+def _same(served: Any, routed: Any) -> None:
+    assert served.status_code == routed.status_code, (served.text, routed.text)
+    assert served.headers == routed.headers
+    assert served.content == routed.content
+
+
+def _rng(seed: int) -> random.Random:
+    return random.Random(seed)  # noqa: S311 - reproducible test data
+
+
+def _visit(rng: random.Random, *, with_candidates: bool = True) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "purpose": PROFILED,
+        "profile": {
+            "favourite_brands": rng.sample(["Gucci", "Hope", "Arket", "Ganni", "Acne Studios", "Filippa K"], 2),
+            "favourite_categories": rng.sample(["jeans", "dresses", "tops", "shoes", "outerwear"], 2),
+            "clothing_size": rng.choice(["XS", "M", "L"]),
+            "sizes": {"shoes": rng.choice([38, 42, 44])},
+        },
+        "context": {
+            "page": "home",
+            "visit_count": rng.randrange(1, 4),
+            "days_since_last_visit": rng.randrange(0, 120),
+            "slots": [SLOT],
+        },
+        "assignment_key": f"{rng.getrandbits(96):024x}",
+    }
+    if rng.random() < 0.3:
+        body["limit"] = rng.randrange(1, 60)
+    if with_candidates:
+        body["candidates"] = candidates(_rng(rng.randrange(3)))
+    return body
+
+
+def test_good_decisions_take_the_fast_path_and_answer_as_the_route_does(rules: Rules) -> None:
+    rng = _rng(20261125)
+    for number in range(40):
+        body = msgspec.json.encode(_visit(rng, with_candidates=number % 8 != 0))
+        served, routed = rules.both(body)
+        assert served.status_code == 200, served.text
+        assert served.json()["segments"], served.text
+        _same(served, routed)
+    assert rules.routed == []
+    assert len(rules.client.app.state.engine.candidate_tables) == 3  # three lists, each sent again and again
+    assert rules.post(msgspec.json.encode({**_visit(rng), "candidates": None})).status_code == 200
+    assert rules.post(msgspec.json.encode({**_visit(rng), "candidates": []})).status_code == 200
+    assert rules.routed == []
+
+
+def test_escapes_in_a_good_body_take_the_fast_path_and_the_same_answer(rules: Rules) -> None:
+    rng = _rng(3)
+    quoted = [{**product, "brand": 'The "Best"\\', "tags": ["caf\u00e9"]} for product in _LIST[:5]] + _LIST[5:]
+    for body in (
+        {**_visit(rng), "candidates": quoted},
+        {**_visit(rng), "profile": {"favourite_brands": ['The "Best"\\'], "style": "a\nb"}},
+        {**_visit(rng), "profile": {"favourite_brands": ['The "Best"\\']}, "candidates": quoted},
+        b'{"candid\\u0061tes": ' + _CANDIDATES.encode() + b", " + msgspec.json.encode(_visit(rng))[1:],
+    ):
+        encoded = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        assert b"\\" in encoded
+        served, routed = rules.both(encoded)
+        assert served.status_code == 200, served.text
+        _same(served, routed)
+    assert rules.routed == []
+
+
+def _valid() -> dict[str, Any]:
+    return _visit(_rng(7))
+
+
+def _encode(body: Any) -> bytes:
+    return body if isinstance(body, bytes) else msgspec.json.encode(body)
+
+
+_LIST = candidates(_rng(1))
+_CANDIDATES = msgspec.json.encode(_LIST).decode()
+_BAD_REQUESTS: list[tuple[str, Any, dict[str, str], int]] = [
+    ("no token", _valid(), {"Authorization": ""}, 401),
+    ("a bad token", _valid(), {"Authorization": "Bearer nope"}, 401),
+    ("no content type", _valid(), {"content-type": ""}, 415),
+    ("a form", _valid(), {"content-type": "application/x-www-form-urlencoded"}, 415),
+    ("not JSON", b'{"purpose": ', {}, 400),
+    ("an array", b"[]", {}, 400),
+    ("an unknown field", {**_valid(), "colour": "red"}, {}, 400),
+    ("no purpose", {k: v for k, v in _valid().items() if k != "purpose"}, {}, 400),
+    ("a bad limit", {**_valid(), "limit": 0}, {}, 400),
+    ("a float limit", {**_valid(), "limit": 3.5}, {}, 400),
+    ("a bad context", {**_valid(), "context": {"page": "Home Page"}}, {}, 400),
+    ("a candidate id", {**_valid(), "candidates": [{**_LIST[0], "id": "bad id"}]}, {}, 400),
+    ("a candidate price", {**_valid(), "candidates": [{**_LIST[0], "price": "9"}]}, {}, 400),
+    ("a candidate field", {**_valid(), "candidates": [{**_LIST[0], "x": 1}]}, {}, 400),
+    ("candidates not a list", {**_valid(), "candidates": {"id": "p1"}}, {}, 400),
+    ("too many candidates", {**_valid(), "candidates": _LIST * 3}, {}, 400),
+    (
+        "candidates twice, the first bad",  # the route takes the last (its decode's general path)
+        b'{"candidates": [{"id": 1}], ' + msgspec.json.encode(_valid())[1:],
+        {},
+        200,
+    ),
+    (
+        "candidates twice, the second spelled with an escape",
+        msgspec.json.encode(_valid())[:-1] + b', "candid\\u0061tes": [{"id": 1}]}',
+        {},
+        400,
+    ),
+    (
+        "candidates twice, the first bad and spelled with an escape",  # the route takes the last, as above
+        b'{"candid\\u0061tes": [{"id": 1}], ' + msgspec.json.encode(_valid())[1:],
+        {},
+        200,
+    ),
+    (
+        "candidates twice, both good",
+        msgspec.json.encode(_valid())[:-1] + f', "candidates": {_CANDIDATES}}}'.encode(),
+        {},
+        200,
+    ),
+    ("a nesting bomb", b'{"purpose": "a", "profile": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}", {}, 400),
+    ("too large a body", {**_valid(), "profile": {"x": "y" * DECIDE_BODY_BYTES}}, {}, 413),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [pytest.param(body, headers, status, id=name) for name, body, headers, status in _BAD_REQUESTS],
+)
+def test_other_requests_go_to_litestar_and_get_its_answers(
+    rules: Rules, body: Any, headers: dict[str, str], status: int
+) -> None:
+    served, routed = rules.both(_encode(body), headers)
+    assert served.status_code == status, served.text
+    _same(served, routed)
+    assert rules.routed == ["POST /v1/decide"]
+
+
+def test_a_query_string_or_another_path_goes_to_litestar(rules: Rules) -> None:
+    body = _encode(_valid())
+    for path in ("/v1/decide?x=1", "/v1/decide/", "/v1/evaluate"):
+        served, routed = rules.both(body, path=path)
+        _same(served, routed)
+    assert rules.routed == ["POST /v1/decide", "POST /v1/decide/", "POST /v1/evaluate"]
+
+
+def test_a_stale_engine_goes_to_litestar_which_looks_at_the_database(rules: Rules) -> None:
+    rules.client.app.state.engine.invalidate()
+    served = rules.post(_encode(_valid()))
+    assert served.status_code == 200
+    assert rules.routed == ["POST /v1/decide"]
+    assert rules.post(_encode(_valid())).status_code == 200
+    assert rules.routed == ["POST /v1/decide"]  # fresh again
