@@ -65,7 +65,7 @@ def decode_decision_body(body: bytes) -> DecisionBody:
     """
     try:
         return _decode_typed(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         decoded: DecisionBody = decode_strictly(body, DecisionBody)
         return decoded
 

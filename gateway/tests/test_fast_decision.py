@@ -201,6 +201,7 @@ async def test_the_common_decision_takes_the_fast_path_and_answers_as_the_route_
         (b'{"limit": "1"}', 400, "`$.limit`"),
         (b'{"candidates": [1,}', 400, "not valid JSON"),
         (b"", 400, "not valid JSON"),
+        (b'{"slots": ["home.\xff"]}', 400, "not valid UTF-8"),
         (b"[" * 5000 + b"]" * 5000, 400, None),
         (
             b'{"context": {"slots": ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"]}, "slots": ["x"]}',
