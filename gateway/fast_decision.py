@@ -44,11 +44,12 @@ from litestar.serialization import encode_json
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.decisions import DECISION_BODY_BYTES, DecisionBody, decide_on_body, sessionless_decisions
-from gateway.fast_release import PLAIN_HOST, SUBJECT_ID, answer_json, answer_problem, purpose_query
+from gateway.fast_release import SUBJECT_ID, purpose_query
 from gateway.oauth import TokenService
 from gateway.ratelimit import enforce_rate_limit
 from tillit.app import decode_strictly
 from tillit.db import Database
+from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem
 
 __all__ = ["FastDecision", "decode_decision_body", "read_body"]
 

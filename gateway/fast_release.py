@@ -21,18 +21,19 @@ and framed as Litestar frames it (``content-type``, ``content-length``).
 from __future__ import annotations
 
 import re
-from typing import Any, Final
+from typing import Final
 
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.serialization import encode_json
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api import release_profile
 from gateway.oauth import TokenService
 from gateway.ratelimit import enforce_rate_limit
+from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN
 
-__all__ = ["PLAIN_HOST", "SUBJECT_ID", "FastRelease", "answer_json", "answer_problem", "purpose_query"]
+__all__ = ["SUBJECT_ID", "FastRelease", "purpose_query"]
 
 SUBJECT_ID: Final = SUBJECT_ID_PATTERN.strip("^$")
 """A subject id as its path parameter takes it (at most 64 characters), for a path's regex."""
@@ -40,9 +41,6 @@ _PATH: Final = re.compile(rf"/v1/subjects/({SUBJECT_ID})/profile")
 _QUERY: Final = re.compile(rf"purpose=({PURPOSE_PATTERN.strip('^$')})".encode())
 _MAX_QUERY: Final = len(b"purpose=") + 100
 """``purpose`` is at most 100 characters (``gateway.api.PurposeQuery``)."""
-PLAIN_HOST: Final = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
-"""A subset of what Litestar's router accepts as a host; any other goes through Litestar."""
-_JSON: Final = (b"content-type", b"application/json")
 
 
 def purpose_query(query: bytes) -> str | None:
@@ -50,29 +48,6 @@ def purpose_query(query: bytes) -> str | None:
     if len(query) > _MAX_QUERY or (purpose := _QUERY.fullmatch(query)) is None:
         return None
     return purpose.group(1).decode()
-
-
-async def answer_json(send: Send, body: bytes) -> None:
-    """A 200 with a JSON body, framed as Litestar frames it (``content-type``, ``content-length``)."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [_JSON, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def answer_problem(app: Litestar, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-    """The error as the app's exception handlers answer it (what Litestar's own middleware does)."""
-    handlers: dict[Any, Any] = app.exception_handlers
-    handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
-    if handler is None:
-        raise exc
-    request: Request[Any, Any, Any] = app.request_class(scope, receive, send)
-    response = handler(request, exc)
-    await response.to_asgi_response(app=None, request=request, type_encoders=app.type_encoders)(scope, receive, send)
 
 
 class FastRelease:

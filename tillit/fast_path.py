@@ -31,6 +31,7 @@ from litestar.serialization import encode_json, get_serializer
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from tillit.app import decode_strictly
+from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem, replaying, whole_body
 from tillit.keys import SERVICE_TOKEN_KEY, load_public_keys
 from tillit.service_tokens import ServiceTokenVerifier
 from tillit.settings import Settings
@@ -39,10 +40,7 @@ __all__ = ["BatchRead", "FastBatchReads", "install_fast_batch_reads"]
 
 AnyRequest = Request[Any, Any, Any]
 
-_PLAIN_HOST: Final = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
-"""A subset of what Litestar accepts as a host (problem documents name ``request.url.path``)."""
 _DIGITS: Final = re.compile(rb"[0-9]{1,12}")
-_JSON: Final = (b"content-type", b"application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,28 +79,21 @@ class FastBatchReads:
         try:
             self._verifier.verify(authorization)
         except Exception as exc:
-            await self._problem(request, exc)
+            await answer_problem(self._app, scope, receive, send, exc, request)
             return
         messages: list[Message] = []
-        body = await _whole_body(receive, messages, route.max_body_bytes)
+        body = await whole_body(receive, messages, route.max_body_bytes)
         if body is None:
             # Longer than its limit, or not a plain body: Litestar answers it from the start.
-            await self._fallback(scope, _replaying(messages, receive), send)
+            await self._fallback(scope, replaying(messages, receive), send)
             return
         try:
             data = decode_strictly(body, route.body)
             content = encode_json(await route.answer(request, match, data), self._serializer)
         except Exception as exc:
-            await self._problem(request, exc)
+            await answer_problem(self._app, scope, receive, send, exc, request)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [_JSON, (b"content-length", str(len(content)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": content, "more_body": False})
+        await answer_json(send, content)
 
     def _common_read(self, scope: Scope) -> tuple[BatchRead, re.Match[str], str | None] | None:
         """(route, path match, Authorization header) of a request this path answers, else None."""
@@ -129,54 +120,13 @@ class FastBatchReads:
                 if length is not None:
                     return None
                 length = value
-            elif name == b"host" and _PLAIN_HOST.fullmatch(value) is None:
+            elif name == b"host" and PLAIN_HOST.fullmatch(value) is None:
                 return None
-        if content_type != _JSON[1] or length is None or _DIGITS.fullmatch(length) is None:
+        if content_type != b"application/json" or length is None or _DIGITS.fullmatch(length) is None:
             return None
         if int(length) > route.max_body_bytes:
             return None
         return route, match, authorization
-
-    async def _problem(self, request: AnyRequest, exc: Exception) -> None:
-        """The error as the app's exception handlers answer it (what Litestar's own middleware does)."""
-        handlers: dict[Any, Any] = self._app.exception_handlers
-        handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
-        if handler is None:
-            raise exc
-        response = handler(request, exc)
-        await response.to_asgi_response(app=None, request=request, type_encoders=self._app.type_encoders)(
-            request.scope, request.receive, request.send
-        )
-
-
-async def _whole_body(receive: Receive, messages: list[Message], limit: int) -> bytes | None:
-    """The request's body if it is at most ``limit`` bytes, else None; ``messages`` keeps what was received."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return None
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """``receive`` with ``messages`` (already received) given again first."""
-    pending = list(messages)
-
-    async def replayed() -> Any:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replayed
 
 
 def install_fast_batch_reads(app: Litestar, audience: str, routes: Sequence[BatchRead]) -> Litestar:

@@ -25,15 +25,15 @@ always was (the tests hold the two paths to the same answers). The decision is t
 
 from __future__ import annotations
 
-import re
-from typing import Any, Final
+from typing import Final
 
 import msgspec
-from litestar import Litestar, Request
+from litestar import Litestar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.rules.engine import Engine
 from services.rules.schemas import DecisionRequest, RawCandidatesDecisionRequest
+from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem, replaying, whole_body
 from tillit.service_tokens import ServiceTokenVerifier, authorization_of
 
 __all__ = ["DECIDE_BODY_BYTES", "FastDecide"]
@@ -42,9 +42,6 @@ DECIDE_BODY_BYTES: Final = 2 * 1024 * 1024
 """A decision carries up to 500 candidate products: the caller's JSON of them as the gateway took it
 (a body of up to 1 MiB), plus the filtered profile and the context. The route's bound too."""
 _PATH: Final = "/v1/decide"
-_PLAIN_HOST: Final = re.compile(rb"[0-9A-Za-z.\-:\[\]]*")
-"""A subset of what Litestar's router accepts as a host; any other goes through Litestar."""
-_JSON: Final = (b"content-type", b"application/json")
 _CANDIDATES_KEY: Final = b'"candidates"'
 _NULL: Final = msgspec.Raw(b"null")
 _encode = msgspec.json.Encoder().encode
@@ -63,26 +60,24 @@ class FastDecide:
         if not self._takes(scope) or not self._authorized(scope):
             await self._fallback(scope, receive, send)
             return
-        messages, body = await _read_body(receive)
+        messages: list[Message] = []
+        body = await whole_body(receive, messages, DECIDE_BODY_BYTES)
         request = None if body is None else self._decodable(body)
         if request is None:
-            await self._fallback(scope, _replay(messages, receive), send)
+            await self._fallback(scope, replaying(messages, receive), send)
             return
         engine, decoded = request
         try:
             table = engine.candidate_table(decoded.candidates)
         except Exception:  # refused as the route refuses it (ValidationError, DecodeError, ValueError ...)
-            await self._fallback(scope, _replay(messages, receive), send)
+            await self._fallback(scope, replaying(messages, receive), send)
             return
         try:
             answer = _encode(engine.decide_on(decoded, table))
         except Exception as exc:
-            await self._problem(scope, _replay(messages, receive), send, exc)
+            await answer_problem(self._app, scope, replaying(messages, receive), send, exc)
             return
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [_JSON, (b"content-length", b"%d" % len(answer))]}
-        )
-        await send({"type": "http.response.body", "body": answer, "more_body": False})
+        await answer_json(send, answer)
 
     def _takes(self, scope: Scope) -> bool:
         """A decision this path may answer, as far as the request line and headers tell."""
@@ -106,7 +101,7 @@ class FastDecide:
             elif name == b"content-length":
                 if not value.isdigit() or int(value) > DECIDE_BODY_BYTES:
                     return False
-            elif name == b"host" and _PLAIN_HOST.fullmatch(value) is None:
+            elif name == b"host" and PLAIN_HOST.fullmatch(value) is None:
                 return False
         return json
 
@@ -135,18 +130,6 @@ class FastDecide:
             return None
         return engine, decoded
 
-    async def _problem(self, scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
-        """The error as the app's exception handlers answer it (what Litestar's own middleware does)."""
-        handlers: dict[Any, Any] = self._app.exception_handlers
-        handler = next((handlers[cls] for cls in type(exc).__mro__ if cls in handlers), None)
-        if handler is None:
-            raise exc
-        request: Request[Any, Any, Any] = self._app.request_class(scope, receive, send)
-        response = handler(request, exc)
-        await response.to_asgi_response(app=None, request=request, type_encoders=self._app.type_encoders)(
-            scope, receive, send
-        )
-
 
 def _one_candidates_field(body: bytes, candidates: msgspec.Raw) -> bool:
     """Whether every ``candidates`` value in the body is one :class:`DecisionRequest` accepts.
@@ -171,34 +154,3 @@ def _one_candidates_field(body: bytes, candidates: msgspec.Raw) -> bool:
     except Exception:
         return False
     return True
-
-
-async def _read_body(receive: Receive) -> tuple[list[Message], bytes | None]:
-    """The messages received, and the body they make (None when it is over the bound or cut short)."""
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return messages, None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > DECIDE_BODY_BYTES:
-            return messages, None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return messages, b"".join(chunks)
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    """``receive`` with ``messages``, already received, given again first."""
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
