@@ -274,7 +274,7 @@ def targets(context: Context) -> dict[str, list[Target]]:
                 "candidates": candidates(random.Random(number)),
             }
         )
-        for number in range(8)
+        for number in range(context.args.candidate_lists)
     ]
     context.body_bytes = len(bodies[0])
     post_headers = {**auth, "content-type": "application/json"}
@@ -419,6 +419,7 @@ def build_report(
             "rules": RULES,
             "candidates": CANDIDATES,
             "request_bytes": context.body_bytes,
+            "candidate_lists": context.args.candidate_lists,
             "purpose": PURPOSE,
         },
         "results": results,
@@ -439,7 +440,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"settings: {settings['rounds']} rounds x {settings['seconds']:g}s per side, alternating; warm-up "
         f"{settings['warmup_seconds']:g}s; concurrency {settings['concurrency']}; {settings['shoppers']} shoppers; "
         f"{settings['segments']} segments, {settings['rules']} rules, {settings['candidates']} candidates "
-        f"({settings['request_bytes']} bytes per request); {settings['server']}"
+        f"({settings['request_bytes']} bytes per request, {settings['candidate_lists']} different lists in turn); "
+        f"{settings['server']}"
     )
     print()
     header = (
@@ -488,14 +490,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up per side (default 2)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (default 32)")
     parser.add_argument("--shoppers", type=int, default=2_000, help="shoppers seeded (default 2000)")
+    parser.add_argument(
+        "--candidate-lists",
+        type=int,
+        default=8,
+        help="different candidate lists sent in turn (default 8, like a few listing pages; the rules "
+        "service keeps tables of lists it sees again, so many lists measure its slow path)",
+    )
     parser.add_argument("--profile", metavar="DIR", help="afterwards, py-spy the gateway and rules; stacks to DIR")
     parser.add_argument("--profile-seconds", type=float, default=5.0, help="load per profiled side (default 5)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0 or args.profile_seconds <= 0:
         parser.error("--seconds and --profile-seconds must be > 0, --warmup >= 0")
-    if min(args.rounds, args.concurrency, args.shoppers) < 1:
-        parser.error("--rounds, --concurrency and --shoppers must be >= 1")
+    if min(args.rounds, args.concurrency, args.shoppers, args.candidate_lists) < 1:
+        parser.error("--rounds, --concurrency, --shoppers and --candidate-lists must be >= 1")
     return args
 
 

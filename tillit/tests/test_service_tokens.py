@@ -80,3 +80,21 @@ def test_every_v1_route_needs_a_service_token_for_this_service(
 def test_health_needs_no_token(service: tuple[str, TestClient[Any]]) -> None:
     _, client = service
     assert client.get("/health/live").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "source"),
+    [
+        ("/v1/subjects/j%0A/consents", "path"),  # the case schemathesis found: answered 200 before
+        ("/v1/subjects/j%09k/consents", "path"),
+        ("/v1/subjects/j/consents?as_of=2026-01-01T00:00:00Z%0A", "query"),
+        ("/v1/subjects/j/consents?as_of=%7f", "query"),
+    ],
+)
+def test_a_control_character_in_the_path_or_query_is_a_400(keys_dir: Path, path: str, source: str) -> None:
+    issuer = ServiceTokenIssuer(load_private_key(keys_dir, SERVICE_TOKEN_KEY), ttl_seconds=60)
+    with TestClient(create_consent()) as client:
+        answer = client.get(path, headers=issuer.headers_for("consent"))
+    assert answer.status_code == 400, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.json()["errors"][0]["source"] == source
