@@ -203,11 +203,16 @@ def refuse_control_characters(request: Request[Any, Any, Any]) -> None:
     Yet Python's ``$`` also matches before a final newline, so the pattern checks of path and query
     parameters took ``/v1/subjects/j%0A/consents`` and answered it 200 (found by schemathesis).
     """
-    if _CONTROL.search(request.scope["path"]):
-        problem = "the path holds a control character"
+    scope = request.scope
+    if _CONTROL.search(scope["path"]):
+        names = [name for name, value in request.path_params.items() if _CONTROL.search(str(value))]
+        where = f"path parameter {', '.join(sorted(names))}" if names else "the path"
+        problem = f"{where}: control characters are not allowed"
         raise InvalidRequest(problem, errors=[{"message": problem, "source": "path"}])
-    if _CONTROL_IN_QUERY.search(request.scope["query_string"]):
-        problem = "a query parameter holds a control character"
+    if _CONTROL_IN_QUERY.search(scope["query_string"]):
+        names = {name for name, value in request.query_params.multi_items() if _CONTROL.search(name + value)}
+        where = f"query parameter {', '.join(sorted(names))}" if names else "the query"
+        problem = f"{where}: control characters are not allowed"
         raise InvalidRequest(problem, errors=[{"message": problem, "source": "query"}])
 
 

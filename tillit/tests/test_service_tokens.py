@@ -98,3 +98,5 @@ def test_a_control_character_in_the_path_or_query_is_a_400(keys_dir: Path, path:
     assert answer.status_code == 400, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert answer.json()["errors"][0]["source"] == source
+    named = "subject_id" if source == "path" else "as_of"
+    assert answer.json()["detail"] == f"{source} parameter {named}: control characters are not allowed"
