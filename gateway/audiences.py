@@ -13,7 +13,7 @@ internal calls, so the gateway's memory does not grow with the audience:
   objection (a withdrawal) withholds everything;
 - ``segment=KEY``: the rules service matches the page's filtered profiles in one call.
 
-The next page is fetched while the current one is sent. Every page is audited (one row per
+The next pages are read while the current one is sent (up to PAGES_AHEAD ahead). Every page is audited (one row per
 subject released, in bulk) and committed **before** its lines are written: no data leaves
 unaudited. Subjects with nothing releasable are not listed (their identifier would be a release).
 
@@ -61,7 +61,7 @@ from gateway.models import AudienceRelease
 from gateway.oauth import Caller
 from gateway.release import ConsentView, ReleasePlanner, WithheldReason, check_channel_purpose
 from gateway.repository import AudienceAuditRepository, AudienceAuditRow
-from gateway.upstream import StoredProfile, Upstream
+from gateway.upstream import ActiveConsent, StoredProfile, Upstream
 from tillit.db import Database
 from tillit.keys import ACCESS_TOKEN_KEY, load_private_key
 from tillit.policy import Policy
@@ -71,6 +71,7 @@ from tillit.types import PURPOSE_PATTERN, utcnow
 
 __all__ = [
     "NDJSON",
+    "PAGES_AHEAD",
     "PAGE_SIZE",
     "AudienceController",
     "AudienceEnd",
@@ -82,6 +83,8 @@ __all__ = [
 NDJSON: Final = "application/x-ndjson"
 PAGE_SIZE: Final = 2000
 """Subjects per internal page: large enough to amortise a round trip, small enough to stay flat."""
+PAGES_AHEAD: Final = 3
+"""Pages read ahead of the one being sent (:class:`_PagesAhead`); each holds up to PAGE_SIZE profiles."""
 _AUDIT_JSON_CACHE: Final = 4096
 _log = logging.getLogger("tillit.gateway.audiences")
 
@@ -209,6 +212,63 @@ class _Page:
 
 
 @dataclass
+class _Examined:
+    """A page after its first read: the consents that count (consent purposes) or the profiles."""
+
+    active: list[ActiveConsent] | None
+    profiles: list[StoredProfile] | None
+    last: str | None
+
+
+class _PagesAhead:
+    """The pages after the first of an export without a limit, read up to ``depth`` pages ahead.
+
+    Why: an export is a chain of round trips (consent, then profiles, then the audit) and one page
+    ahead left the processes mostly waiting on each other — under ``bench.audience`` all of them
+    together used under one of the two cores. Only a page's first read moves the keyset on, so it
+    runs ahead on its own, and each page's other reads and decisions start as soon as it returns.
+    Pages come out in order; a failure comes out in its page's place; nothing is audited or sent
+    here (the caller audits each page before its lines go out). With a limit the caller keeps to one
+    page ahead, as the limit depends on how many subjects the pages before listed.
+    """
+
+    def __init__(self, export: _Export, after: str, depth: int) -> None:
+        self._export = export
+        self._pages: asyncio.Queue[asyncio.Future[_Page] | None] = asyncio.Queue(maxsize=depth)
+        self._reader = asyncio.create_task(self._read_from(after))
+
+    async def _read_from(self, after: str | None) -> None:
+        export = self._export
+        size = export.service.page_size
+        try:
+            while after is not None:
+                examined = await export.examine(after, size)
+                await self._pages.put(asyncio.create_task(export.complete(examined)))
+                after = examined.last
+        except Exception as exc:
+            failed: asyncio.Future[_Page] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            await self._pages.put(failed)
+            return
+        await self._pages.put(None)
+
+    async def next(self) -> _Page | None:
+        """The next page, None after the last; raises as its reads did."""
+        page = await self._pages.get()
+        return None if page is None else await page
+
+    def close(self) -> None:
+        self._reader.cancel()
+        while not self._pages.empty():
+            page = self._pages.get_nowait()
+            if page is None:
+                continue
+            if page.done() and not page.cancelled():
+                page.exception()  # retrieved: a failure after the one answered is not logged as lost
+            page.cancel()
+
+
+@dataclass
 class _Export:
     """One audience response: its pages, audit and lines."""
 
@@ -237,20 +297,32 @@ class _Export:
 
     async def fetch(self, after: str, size: int) -> _Page:
         """Decide one page: who counts, their filtered fields, the segment's verdict. Nothing is written."""
+        return await self.complete(await self.examine(after, size))
+
+    async def examine(self, after: str, size: int) -> _Examined:
+        """The page's first read, the one that moves the keyset on: whose consent counts, or every profile."""
+        service = self.service
+        upstream = service.upstream
+        if service.policy.purposes[self.purpose].legal_basis == "consent":
+            active = (await upstream.active_consents(self.purpose, after, size)).consents
+            last = active[-1].subject_id if len(active) == size else None
+            return _Examined(active, None, last)
+        page = await upstream.profile_page(after, size)
+        return _Examined(None, page.profiles, page.last)
+
+    async def complete(self, examined: _Examined) -> _Page:
+        """The rest of the page's reads (profiles, or consent states; the segment) and its decisions."""
         service = self.service
         upstream = service.upstream
         views: dict[str, ConsentView | None] = {}
-        if service.policy.purposes[self.purpose].legal_basis == "consent":
-            active = (await upstream.active_consents(self.purpose, after, size)).consents
-            if not active:
+        if examined.active is not None:
+            if not examined.active:
                 return _Page([], None, service.clock())
-            for row in active:
+            for row in examined.active:
                 views[row.subject_id] = ConsentView("given", True, row.event_id, row.expires_at)
-            profiles = (await upstream.profiles([row.subject_id for row in active])).profiles
-            last = active[-1].subject_id if len(active) == size else None
+            profiles = (await upstream.profiles([row.subject_id for row in examined.active])).profiles
         else:
-            page = await upstream.profile_page(after, size)
-            profiles, last = page.profiles, page.last
+            profiles = examined.profiles or []
             if profiles and service.policy.purposes[self.purpose].legal_basis == "legitimate_interest":
                 states = await upstream.purpose_states(self.purpose, [p.subject_id for p in profiles])
                 views = {state.subject_id: state for state in states.states}
@@ -259,7 +331,7 @@ class _Export:
         if self.segment is not None and members:
             matched = await upstream.segment_matches(self.segment, self.purpose, [m.fields for m in members])
             members = [members[index] for index in matched]
-        return _Page(members, last, now)
+        return _Page(members, examined.last, now)
 
     def _decide(self, profile: StoredProfile, views: dict[str, Any], now: datetime) -> _Member | None:
         decision, verdict = self._planner.decide_with_verdict(profile.fields, views.get(profile.subject_id), now)
@@ -333,17 +405,27 @@ class _Export:
 
     async def lines(self, page: _Page, limited: bool, path: str) -> AsyncIterator[bytes]:
         prefetch: asyncio.Task[_Page] | None = None
+        ahead: _PagesAhead | None = None
         try:
-            prefetch = self._prefetch_after(page, limited)
+            if self.limit is None and page.last is not None:
+                ahead = _PagesAhead(self, page.last, PAGES_AHEAD)
+            else:
+                prefetch = self._prefetch_after(page, limited)
             while True:
                 if page.members:
                     yield self.encode(page)
-                if prefetch is None:
-                    break
-                page, prefetch = await prefetch, None
-                limited = self._trim(page)
-                # The page after this one is fetched while this one's audit commits and its lines go out.
-                prefetch = self._prefetch_after(page, limited)
+                if ahead is not None:
+                    following = await ahead.next()
+                    if following is None:
+                        break
+                    page = following
+                else:
+                    if prefetch is None:
+                        break
+                    page, prefetch = await prefetch, None
+                    limited = self._trim(page)
+                    # The page after this one is fetched while this one's audit commits and its lines go out.
+                    prefetch = self._prefetch_after(page, limited)
                 await self.audit(page, first=False)
             cursor = self._sign(self._last_listed) if limited and self._last_listed else None
             yield self._line(AudienceEnd(AudienceSummary(self.release_id, self.listed, not limited, cursor)))
@@ -359,6 +441,8 @@ class _Export:
         finally:
             if prefetch is not None:
                 prefetch.cancel()
+            if ahead is not None:
+                ahead.close()
 
     def _prefetch_after(self, page: _Page, limited: bool) -> asyncio.Task[_Page] | None:
         if page.last is None or limited:
