@@ -18,9 +18,17 @@ import pytest
 from sqlalchemy import text
 
 from tillit.db import Database
+from tillit.keys import KEY_NAMES, ensure_signing_key
 from tillit.migrations import upgrade_to_head
 
-__all__ = ["BACKENDS", "POSTGRES_URL", "migrated_database", "postgres_available", "require_postgres"]
+__all__ = [
+    "BACKENDS",
+    "POSTGRES_URL",
+    "fresh_component_environment",
+    "migrated_database",
+    "postgres_available",
+    "require_postgres",
+]
 
 BACKENDS: Final = ("sqlite", "postgres")
 POSTGRES_URL: Final = os.environ.get("TILLIT_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -60,3 +68,14 @@ async def migrated_database(backend: str, directory: Path, migrations: Path) -> 
             async with database.engine.begin() as connection:
                 await connection.execute(text(f'DROP SCHEMA IF EXISTS "{database.schema}" CASCADE'))
         await database.dispose()
+
+
+def fresh_component_environment(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No inherited ``TILLIT_*`` setting, ``data_dir`` as the data directory with every key made in it."""
+    for name in [name for name in os.environ if name.startswith("TILLIT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TILLIT_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("TILLIT_LOG_LEVEL", "WARNING")
+    for name in KEY_NAMES:
+        ensure_signing_key(data_dir / "keys", name)
+    return data_dir / "keys"

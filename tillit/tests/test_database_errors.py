@@ -7,7 +7,6 @@ database to the same retryable problem as SQLAlchemy's. The dead connection is n
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -17,21 +16,11 @@ from litestar import Litestar, Request, get
 
 from tillit.db import Database, bare_connection, driver_connection, read_session
 from tillit.problems import exception_handlers
-from tillit.testing import POSTGRES_URL, require_postgres
+from tillit.testing import POSTGRES_URL
 
 pytestmark = pytest.mark.anyio
 
 _PLAIN_DSN = POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://")
-
-
-@pytest.fixture
-async def database() -> AsyncIterator[Database]:
-    require_postgres()
-    database = Database(POSTGRES_URL)
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def _terminate(pid: int) -> None:
@@ -68,9 +57,9 @@ def _app(database: Database) -> Litestar:
 
 
 async def test_a_connection_dropped_under_a_request_is_a_503_and_the_next_request_reconnects(
-    database: Database,
+    pg_database: Database,
 ) -> None:
-    transport = httpx.ASGITransport(app=_app(database))
+    transport = httpx.ASGITransport(app=_app(pg_database))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         before = await client.get("/backend")
         assert before.status_code == 200
@@ -87,8 +76,8 @@ async def test_a_connection_dropped_under_a_request_is_a_503_and_the_next_reques
             assert after.json()["pid"] != before.json()["pid"]
 
 
-async def test_a_connection_dropped_while_idle_is_not_lent_again(database: Database) -> None:
-    transport = httpx.ASGITransport(app=_app(database))
+async def test_a_connection_dropped_while_idle_is_not_lent_again(pg_database: Database) -> None:
+    transport = httpx.ASGITransport(app=_app(pg_database))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         before = await client.get("/backend")
         await _terminate(before.json()["pid"])

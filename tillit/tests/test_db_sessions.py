@@ -134,16 +134,6 @@ async def test_bare_connections_go_back_to_the_pool(database: Database, closes: 
     assert database.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-async def pg_database() -> AsyncIterator[Database]:
-    require_postgres()
-    database = Database(POSTGRES_URL)
-    try:
-        yield database
-    finally:
-        await database.dispose()
-
-
 def _checked_out(database: Database) -> int:
     return database.engine.pool.checkedout()  # type: ignore[attr-defined, no-any-return]
 

@@ -8,7 +8,6 @@ Requests outside the common form must reach Litestar, and answer as it always di
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,10 +30,10 @@ from services.preferences.app import create_app as create_preferences
 from services.preferences.repository import ProfileRepository
 from tillit.db import Database
 from tillit.fast_path import FastBatchReads
-from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
+from tillit.keys import SERVICE_TOKEN_KEY, load_private_key
 from tillit.problems import PROBLEM_MEDIA_TYPE
 from tillit.service_tokens import ServiceTokenIssuer
-from tillit.testing import BACKENDS, POSTGRES_URL, require_postgres
+from tillit.testing import BACKENDS, POSTGRES_URL, fresh_component_environment, require_postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -88,12 +87,7 @@ def _same_answer(fast: httpx.Response, routed: httpx.Response) -> None:
 @pytest.fixture(params=BACKENDS)
 def environment(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str | None:
     """A fresh data directory and keys; on PostgreSQL the services' schemas under a fresh prefix."""
-    for name in [name for name in os.environ if name.startswith("TILLIT_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TILLIT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TILLIT_LOG_LEVEL", "WARNING")
-    for name in KEY_NAMES:
-        ensure_signing_key(tmp_path / "keys", name)
+    fresh_component_environment(tmp_path, monkeypatch)
     if request.param == "sqlite":
         return None
     require_postgres()

@@ -6,7 +6,6 @@ routes the apps really have: a controller added later is covered without being l
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,8 +18,9 @@ from litestar.testing import TestClient
 from services.consent.app import create_app as create_consent
 from services.preferences.app import create_app as create_preferences
 from services.rules.app import create_app as create_rules
-from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
+from tillit.keys import SERVICE_TOKEN_KEY, load_private_key
 from tillit.service_tokens import PROTECTED_PREFIX, ServiceTokenIssuer
+from tillit.testing import fresh_component_environment
 
 SERVICES: dict[str, Callable[[], Litestar]] = {
     "consent": create_consent,
@@ -33,13 +33,7 @@ _SAMPLE = {"int": "1", "uuid": "00000000-0000-4000-8000-000000000000"}
 
 @pytest.fixture
 def keys_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in [name for name in os.environ if name.startswith("TILLIT_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TILLIT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TILLIT_LOG_LEVEL", "WARNING")
-    for name in KEY_NAMES:
-        ensure_signing_key(tmp_path / "keys", name)
-    return tmp_path / "keys"
+    return fresh_component_environment(tmp_path, monkeypatch)
 
 
 @pytest.fixture(params=sorted(SERVICES))
