@@ -44,9 +44,7 @@ from litestar.serialization import encode_json
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.decisions import DECISION_BODY_BYTES, DecisionBody, decide_on_body, sessionless_decisions
-from gateway.fast_release import SUBJECT_ID, purpose_query
-from gateway.oauth import TokenService
-from gateway.ratelimit import enforce_rate_limit
+from gateway.fast_release import SUBJECT_ID, subject_purpose, verified_caller
 from tillit.app import decode_strictly
 from tillit.db import Database
 from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem
@@ -106,9 +104,7 @@ class FastDecision:
         authorization, subject_id, purpose = request
         try:
             state = self._app.state
-            tokens: TokenService = state.tokens
-            caller = tokens.verify(authorization)
-            enforce_rate_limit(state, caller)
+            caller = verified_caller(state, authorization)
             data = decode_decision_body(await read_body(receive, DECISION_BODY_BYTES))
             database: Database = state.database
             async with database.write_turns or nullcontext():
@@ -121,13 +117,8 @@ class FastDecision:
 
     def _common_decision(self, scope: Scope) -> tuple[str | None, str, str] | None:
         """(Authorization header, subject id, purpose) of a request this path answers, else None."""
-        if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
-            return None
-        purpose = purpose_query(scope["query_string"])
-        if purpose is None:
-            return None
-        path = _PATH.fullmatch(scope["path"])
-        if path is None or self._app.state.get("audit_writer") is None:
+        target = subject_purpose(self._app, scope, "POST", _PATH)
+        if target is None:
             return None
         authorization: str | None = None
         json = length = False
@@ -148,4 +139,4 @@ class FastDecision:
                 return None
         if not (json and length):
             return None
-        return authorization, path.group(1), purpose
+        return authorization, *target

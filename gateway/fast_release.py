@@ -24,16 +24,17 @@ import re
 from typing import Final
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.serialization import encode_json
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api import release_profile
-from gateway.oauth import TokenService
+from gateway.oauth import Caller, TokenService
 from gateway.ratelimit import enforce_rate_limit
 from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN
 
-__all__ = ["SUBJECT_ID", "FastRelease", "purpose_query"]
+__all__ = ["SUBJECT_ID", "FastRelease", "purpose_query", "subject_purpose", "verified_caller"]
 
 SUBJECT_ID: Final = SUBJECT_ID_PATTERN.strip("^$")
 """A subject id as its path parameter takes it (at most 64 characters), for a path's regex."""
@@ -65,9 +66,7 @@ class FastRelease:
         subject_id, purpose = authorization[1], authorization[2]
         try:
             state = self._app.state
-            tokens: TokenService = state.tokens
-            caller = tokens.verify(authorization[0])
-            enforce_rate_limit(state, caller)
+            caller = verified_caller(state, authorization[0])
             body = encode_json(await release_profile(state, caller, subject_id, purpose))
         except Exception as exc:
             await answer_problem(self._app, scope, receive, send, exc)
@@ -76,13 +75,8 @@ class FastRelease:
 
     def _common_release(self, scope: Scope) -> tuple[str | None, str, str] | None:
         """(Authorization header, subject id, purpose) of a request this path answers, else None."""
-        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
-            return None
-        purpose = purpose_query(scope["query_string"])
-        if purpose is None:
-            return None
-        path = _PATH.fullmatch(scope["path"])
-        if path is None or self._app.state.get("audit_writer") is None:
+        target = subject_purpose(self._app, scope, "GET", _PATH)
+        if target is None:
             return None
         authorization: str | None = None
         for name, value in scope["headers"]:
@@ -92,4 +86,29 @@ class FastRelease:
                 authorization = value.decode("latin-1")
             elif name == b"host" and PLAIN_HOST.fullmatch(value) is None:
                 return None
-        return authorization, path.group(1), purpose
+        return authorization, *target
+
+
+def subject_purpose(app: Litestar, scope: Scope, method: str, path: re.Pattern[str]) -> tuple[str, str] | None:
+    """(subject id, purpose) of a ``method`` request to ``path`` with ``?purpose=P`` alone, else None.
+
+    None too when the app is mounted under a root path or has no audit writer (then the route's own
+    request session writes the audit row).
+    """
+    if scope["type"] != "http" or scope["method"] != method or scope.get("root_path"):
+        return None
+    purpose = purpose_query(scope["query_string"])
+    if purpose is None:
+        return None
+    matched = path.fullmatch(scope["path"])
+    if matched is None or app.state.get("audit_writer") is None:
+        return None
+    return matched.group(1), purpose
+
+
+def verified_caller(state: State, authorization: str | None) -> Caller:
+    """The channel behind the access token (401), within its rate limit (429): the routes' guard."""
+    tokens: TokenService = state.tokens
+    caller = tokens.verify(authorization)
+    enforce_rate_limit(state, caller)
+    return caller
