@@ -32,9 +32,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from tillit.app import decode_strictly
 from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem, replaying, whole_body
-from tillit.keys import SERVICE_TOKEN_KEY, load_public_keys
 from tillit.service_tokens import ServiceTokenVerifier
-from tillit.settings import Settings
 
 __all__ = ["BatchRead", "FastBatchReads", "install_fast_batch_reads"]
 
@@ -129,13 +127,10 @@ class FastBatchReads:
         return route, match, authorization
 
 
-def install_fast_batch_reads(app: Litestar, audience: str, routes: Sequence[BatchRead]) -> Litestar:
-    """Put :class:`FastBatchReads` in front of ``app``, an internal service addressed as ``audience``.
-
-    Its own verifier of the same public keys: a token already verified by one is verified once more
-    by the other, and never again until it expires.
-    """
-    settings: Settings = app.state.settings
-    verifier = ServiceTokenVerifier(load_public_keys(settings.keys_dir, SERVICE_TOKEN_KEY), audience=audience)
+def install_fast_batch_reads(app: Litestar, routes: Sequence[BatchRead]) -> Litestar:
+    """Put :class:`FastBatchReads` in front of ``app``, checking tokens with the app's own verifier."""
+    verifier: ServiceTokenVerifier | None = app.state.get("service_tokens")
+    if verifier is None:
+        raise RuntimeError("batch reads answered before Litestar need the app's service-token verifier")
     app.asgi_handler = FastBatchReads(app, app.asgi_handler, verifier, routes)
     return app

@@ -76,4 +76,4 @@ def create_app() -> Litestar:
     )
     # The gateway's batched consent reads, in their common form, before Litestar's per-request
     # machinery (tillit.fast_path: about half of such a read's CPU); every other request as before.
-    return install_fast_batch_reads(app, "consent", [PURPOSE_STATES])
+    return install_fast_batch_reads(app, [PURPOSE_STATES])

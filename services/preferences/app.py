@@ -66,4 +66,4 @@ def create_app() -> Litestar:
     )
     # The gateway's batched profile reads, in their common form, before Litestar's per-request
     # machinery (tillit.fast_path: about half of such a read's CPU); every other request as before.
-    return install_fast_batch_reads(app, "preferences", [PROFILE_BATCH])
+    return install_fast_batch_reads(app, [PROFILE_BATCH])
