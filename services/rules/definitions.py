@@ -39,7 +39,7 @@ from services.rules.conditions import (
     describe,
     segment_references,
 )
-from services.rules.selection import ProductSelector, compile_selector
+from services.rules.selection import BitSelector, compile_bits
 from tillit.policy import Policy
 from tillit.problems import Unprocessable
 from tillit.types import PurposeKey
@@ -180,7 +180,7 @@ class CompiledRule:
     version: int
     definition: RuleDefinition
     when: Evaluator | None
-    select: ProductSelector | None
+    select: BitSelector | None
     """The ``match`` over a whole candidate list (see :mod:`services.rules.selection`)."""
     why: str = ""
     """`` (applies: segment sale-seeker)`` for reasons; empty for a rule that always applies."""
@@ -312,7 +312,7 @@ def compile_definition(
         select = None
         if definition.match is not None:
             condition(definition.match, "match", "product")  # the checks; the selector evaluates it
-            select = compile_selector(definition.match)
+            select = compile_bits(definition.match)
         why = f" (applies: {describe(definition.when)})" if definition.when is not None else ""
         return CompiledRule(definition.key, version, definition, rule_when, select, why)
     names = [variant.key for variant in definition.variants]

@@ -37,7 +37,7 @@ from services.rules.definitions import (
     compile_definition,
 )
 from services.rules.exposures import ExposureCounter
-from services.rules.merchandising import apply_rules
+from services.rules.merchandising import rank, rule_order
 from services.rules.models import Definition as DefinitionRow
 from services.rules.schemas import (
     CandidateList,
@@ -107,6 +107,7 @@ def compile_purpose(rows: list[DefinitionRow], policy: Policy) -> CompiledPurpos
             compiled.rules.append(result)
         else:
             compiled.slots[result.key] = result
+    compiled.rules.sort(key=rule_order)  # the order they run in, once (see merchandising.rank)
     return compiled
 
 
@@ -221,13 +222,15 @@ class Engine:
         if candidates is None:
             candidates = self.catalogue.candidates(request.context.department, request.context.category)
             limit = limit or CATALOGUE_PAGE
-        products, product_reasons = apply_rules(candidates, compiled.rules, env, limit)
+        table = candidates if isinstance(candidates, Candidates) else Candidates(candidates)
+        shown, product_reasons = rank(table, compiled.rules, env, limit)
         reasons.extend(product_reasons)
+        ids = table.column("id")
         return Decision(
             purpose=request.purpose,
             segments=matched,
             variants=variants,
-            products=[product.id for product in products],
+            products=[ids[index] for index in shown],
             reasons=reasons,
         )
 

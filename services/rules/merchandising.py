@@ -15,14 +15,18 @@ Within a step, rules run by ``priority`` (higher first), then key. A rule applie
 ``when`` is *true* for the visit (unknown is not true). Each rule that changed the list adds a
 reason naming the rule, its version, what it did and why it applied.
 
-The list is kept as positions in the candidates (each attribute is read once, into
-:class:`~services.rules.selection.Candidates`), and a rule's match is evaluated for all candidates
-at once (:mod:`services.rules.selection`): a match depends only on the product and the visit, so
-where a product stands does not change it.
+The list is kept as a bitset of the positions still shown (see :mod:`services.rules.selection`:
+each attribute is read once into :class:`~services.rules.selection.Candidates`, and a rule's match is
+evaluated for all candidates at once — a match depends only on the product and the visit, so where
+a product stands does not change it), and in order only once the order is no longer the
+candidates' own. Scores are added up for all positions at once, as fields of one integer (see
+:meth:`~services.rules.selection.Candidates.counters`), not product by product.
 """
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Sequence
 from typing import Final
 
@@ -30,15 +34,19 @@ from services.rules.catalogue import Product
 from services.rules.conditions import Env
 from services.rules.definitions import CompiledRule
 from services.rules.schemas import DecisionReason
-from services.rules.selection import Candidates
+from services.rules.selection import COUNTER_BYTES, Candidates
 
-__all__ = ["STAGES", "apply_rules"]
+__all__ = ["STAGES", "apply_rules", "rank", "rule_order"]
 
 STAGES: Final = ("filter", "boost", "exclude", "pin", "limit")
 _STAGE_OF: Final = {"filter": 0, "boost": 1, "bury": 1, "exclude": 2, "pin": 3, "limit": 4}
+_BIAS: Final = 1 << (8 * COUNTER_BYTES - 2)
+"""Added to every score so that each field stays positive (and so the fields independent): a score
+is at most 1,000 (the largest weight) times the number of rules in either direction."""
 
 
-def _order(rule: CompiledRule) -> tuple[int, int, str]:
+def rule_order(rule: CompiledRule) -> tuple[int, int, str]:
+    """Where a rule runs: its step, then higher ``priority`` first, then key."""
     return (_STAGE_OF[rule.definition.action], -rule.definition.priority, rule.key)
 
 
@@ -55,66 +63,84 @@ def apply_rules(
     :class:`~services.rules.selection.CandidateCache`).
     """
     table = candidates if isinstance(candidates, Candidates) else Candidates(candidates)
+    shown, reasons = rank(table, sorted(rules, key=rule_order), env, limit)
     products = table.products
-    ids = table.column("id")
-    shown = list(range(len(products)))
-    """Positions in ``products`` of the list as it stands."""
-    alive: set[int] = set(shown)
-    """The same positions, as a set."""
+    return [products[index] for index in shown], reasons
+
+
+def rank(
+    table: Candidates, ordered: Sequence[CompiledRule], env: Env, limit: int | None
+) -> tuple[list[int], list[DecisionReason]]:
+    """:func:`apply_rules` on a table for rules already in :func:`rule_order`: the positions shown, in order."""
+    alive = table.everyone
+    """The positions shown, as a bitset."""
+    shown: list[int] | None = None
+    """The same positions in the order shown; None while that is the candidates' order."""
     reasons: list[DecisionReason] = []
-    applying = sorted((rule for rule in rules if rule.when is None or rule.when(env) is True), key=_order)
-    scores = [0] * len(products)
-    """Per position; the ranking adds up those of candidates that share an id."""
+    scores = 0
+    """Per position, a :data:`COUNTER_BYTES` field of the sum of the weights of the boosts and buries
+    selecting it (selecting it among all candidates: only shown positions are ranked)."""
     scored = False
     limits: list[tuple[int, str]] = []
     ranked = False
-
-    def selected(rule: CompiledRule) -> set[int]:
-        """The shown positions whose product the rule's match is true for."""
-        if rule.select is None:
-            return set()
-        return alive & rule.select(env, table).true
-
-    for rule in applying:
+    for rule in ordered:
+        if rule.when is not None and rule.when(env) is not True:
+            continue
         definition = rule.definition
         action = definition.action
         if action not in ("boost", "bury") and scored and not ranked:
-            shown = _ranked(shown, ids, scores)
+            shown = _ranked(table, alive, scores)
             ranked = True
         if action == "filter":
-            hidden = selected(rule)
+            hidden = alive & rule.select(env, table)[0] if rule.select is not None else 0
             if hidden:
-                shown = [index for index in shown if index not in hidden]
-                alive -= hidden
-                reasons.append(DecisionReason(_name(rule), f"hid {len(hidden)} products: {definition.title}{rule.why}"))
+                alive &= ~hidden
+                if shown is not None:
+                    shown = [index for index in shown if not hidden >> index & 1]
+                reasons.append(
+                    DecisionReason(_name(rule), f"hid {hidden.bit_count()} products: {definition.title}{rule.why}")
+                )
         elif action in ("boost", "bury"):
-            moved = selected(rule)
-            step = definition.weight if action == "boost" else -definition.weight
-            for index in moved:
-                scores[index] += step
+            true = rule.select(env, table)[0] if rule.select is not None else 0
+            moved = alive & true
             if moved:
+                step = definition.weight if action == "boost" else -definition.weight
+                scores += step * table.counters(true)
                 scored = True
                 direction = "up" if step > 0 else "down"
                 reasons.append(
                     DecisionReason(
                         _name(rule),
-                        f"moved {len(moved)} products {direction} by {definition.weight}: {definition.title}{rule.why}",
+                        f"moved {moved.bit_count()} products {direction} by {definition.weight}: "
+                        f"{definition.title}{rule.why}",
                     )
                 )
         elif action == "exclude" and definition.exclude is not None:
             values = definition.exclude.values
-            shown, removed, winner = _exclude(shown, table, definition.exclude.attribute, values)
-            if removed:
-                alive = set(shown)
+            attribute = definition.exclude.attribute
+            apart = set(values)
+            present = alive & table.having(attribute, apart)
+            if not present:
+                continue
+            first = (present & -present).bit_length() - 1 if shown is None else _first(shown, present)
+            winner = table.column(attribute)[first]
+            gone = alive & table.having(attribute, apart - {winner})
+            if gone:
+                alive &= ~gone
+                if shown is not None:
+                    dropped = set(table.positions(gone))
+                    shown = [index for index in shown if index not in dropped]
                 reasons.append(
                     DecisionReason(
                         _name(rule),
-                        f"removed {removed} products so that {winner} is not shown beside "
+                        f"removed {gone.bit_count()} products so that {winner} is not shown beside "
                         f"{', '.join(v for v in values if v != winner)}: {definition.title}",
                     )
                 )
         elif action == "pin" and definition.pin:
-            shown, pinned = _pin(shown, ids, definition.pin, definition.position)
+            if shown is None:
+                shown = table.positions(alive)
+            shown, alive, pinned = _pin(table, shown, alive, definition.pin, definition.position)
             if pinned:
                 reasons.append(
                     DecisionReason(
@@ -125,7 +151,9 @@ def apply_rules(
         elif action == "limit" and definition.limit is not None:
             limits.append((definition.limit, _name(rule)))
     if scored and not ranked:
-        shown = _ranked(shown, ids, scores)
+        shown = _ranked(table, alive, scores)
+    if shown is None:
+        shown = table.positions(alive)
     if limit is not None:
         limits.append((limit, "request"))
     if limits:
@@ -134,41 +162,58 @@ def apply_rules(
             if source != "request":
                 reasons.append(DecisionReason(source, f"kept the first {smallest} of {len(shown)} products"))
             shown = shown[:smallest]
-    return [products[index] for index in shown], reasons
+    return shown, reasons
 
 
-def _ranked(shown: list[int], ids: list[str], scores: list[int]) -> list[int]:
-    """Highest score first; a stable sort keeps the list's order among equals.
+def _ranked(table: Candidates, alive: int, scores: int) -> list[int]:
+    """The shown positions, highest score first; a stable sort keeps the candidates' order among equals.
 
-    A score belongs to a product id: candidates that share an id rank by the sum of their scores.
+    A score belongs to a product id: shown candidates that share an id rank by the sum of their scores.
     """
-    if len(set(ids)) != len(ids):
+    shown = table.positions(alive)
+    fields = (scores + _BIAS * table.counters(table.everyone)).to_bytes(COUNTER_BYTES * len(table), "little")
+    score = array("Q", fields)
+    if sys.byteorder != "little":
+        score.byteswap()
+    if table.shares_ids():
+        ids = table.column("id")
         by_id: dict[str, int] = {}
-        for product_id, score in zip(ids, scores, strict=True):
-            by_id[product_id] = by_id.get(product_id, 0) + score
-        scores = [by_id[product_id] for product_id in ids]
-    rank = [-score for score in scores]
-    return sorted(shown, key=rank.__getitem__)
+        for index in shown:
+            by_id[ids[index]] = by_id.get(ids[index], 0) + score[index] - _BIAS
+        return sorted(shown, key=lambda index: by_id[ids[index]], reverse=True)
+    return sorted(shown, key=score.__getitem__, reverse=True)
 
 
-def _exclude(shown: list[int], table: Candidates, attribute: str, values: Sequence[str]) -> tuple[list[int], int, str]:
-    """Of ``values``, the first shown one wins; products with the others go."""
-    apart = set(values)
-    column = table.column(attribute)
-    winner = next((column[index] for index in shown if column[index] in apart), None)
-    if winner is None:
-        return shown, 0, ""
-    gone = table.having(attribute, apart - {winner})
-    kept = [index for index in shown if index not in gone] if gone else shown
-    return kept, len(shown) - len(kept), winner
+def _first(shown: list[int], among: int) -> int:
+    """The first position of ``shown`` in the bitset ``among`` (which has one)."""
+    return next(index for index in shown if among >> index & 1)
 
 
-def _pin(shown: list[int], ids: list[str], pins: Sequence[str], position: int) -> tuple[list[int], list[str]]:
-    by_id = {ids[index]: index for index in shown}
-    pinned = [pin for pin in dict.fromkeys(pins) if pin in by_id]
+def _pin(
+    table: Candidates, shown: list[int], alive: int, pins: Sequence[str], position: int
+) -> tuple[list[int], int, list[str]]:
+    """``pins`` shown moved to ``position`` (other candidates with their ids dropped), the new bitset, the ids moved."""
+    moved = 0
+    chosen: list[int] = []
+    pinned: list[str] = []
+    for pin in dict.fromkeys(pins):
+        having = alive & table.having("id", (pin,))
+        if not having:
+            continue
+        moved |= having
+        pinned.append(pin)
+        # the last shown candidate with the id, when several have it
+        chosen.append(having.bit_length() - 1 if having & (having - 1) == 0 else _last(shown, having))
     if not pinned:
-        return shown, []
-    moved = set(pinned)
-    rest = [index for index in shown if ids[index] not in moved]
+        return shown, alive, []
+    dropped = set(table.positions(moved))
+    rest = [index for index in shown if index not in dropped]
     at = min(position - 1, len(rest))
-    return [*rest[:at], *(by_id[pin] for pin in pinned), *rest[at:]], pinned
+    kept = alive & ~moved
+    for index in chosen:
+        kept |= 1 << index
+    return [*rest[:at], *chosen, *rest[at:]], kept, pinned
+
+
+def _last(shown: list[int], among: int) -> int:
+    return next(index for index in reversed(shown) if among >> index & 1)

@@ -1,13 +1,13 @@
-"""A rule's ``match`` evaluated for the whole candidate list at once.
+"""A rule's ``match`` evaluated for the whole candidate list at once, as bitsets.
 
 Evaluated product by product, a match was a Python call per product and per leaf (200 candidates x
 30 rules a decision: ~30 % of the rules service's CPU). Here a match is compiled once per
-definition version into a :data:`ProductSelector`: a function of the visit's env and the
-candidates (:class:`Candidates`) answering a :class:`Selection`, the positions the match is true
-for and those it is unknown for (false for the rest). A leaf is tested once per *distinct* value
-of its attribute — a list of 200 products has a few dozen brands, categories or prices — and the
-positions come from an index built once per decision; ``all``, ``any`` and ``not`` are set
-operations.
+definition version into a :data:`BitSelector`: a function of the visit's env and the candidates
+(:class:`Candidates`) answering two bitsets (Python ints, bit *i* for position *i*), the positions
+the match is true for and those it is unknown for (false for the rest). A leaf is tested once per
+*distinct* value of its attribute — a list of 200 products has a few dozen brands, categories or
+prices — and each value's positions come from an index built once per table; ``all``, ``any`` and
+``not`` are a few integer operations, not a loop over products.
 
 The semantics are those of :func:`services.rules.conditions.compile_condition`'s evaluator for a
 product match (the tests hold the two to each other): a product has every attribute, typed by its
@@ -19,14 +19,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
+from itertools import compress
 from typing import Any, Final, NamedTuple
 
 from services.rules.catalogue import Product
 from services.rules.conditions import MISSING, PRODUCT_TYPES, Condition, Env, Tri, comparison, reader
 
-__all__ = ["CandidateCache", "Candidates", "ProductSelector", "Selection", "compile_selector"]
+__all__ = [
+    "COUNTER_BYTES",
+    "BitSelector",
+    "CandidateCache",
+    "Candidates",
+    "ProductSelector",
+    "Selection",
+    "compile_bits",
+    "compile_selector",
+]
 
-_NOTHING: Final[frozenset[int]] = frozenset()
+COUNTER_BYTES: Final = 8
+"""Width of one position's field in :meth:`Candidates.counters`."""
+_COUNTERS_KEPT: Final = 64
+"""Counters kept per table (at most 500 x 8 bytes each): the constant matches' and the first few
+visit-dependent ones; others are made again when needed."""
+_FLAGS: Final = bytes.maketrans(b"01", b"\x00\x01")
 
 
 class Selection(NamedTuple):
@@ -39,17 +54,21 @@ class Selection(NamedTuple):
 class Candidates:
     """The candidates of one decision, each attribute read once: in order, and indexed by value."""
 
-    __slots__ = ("_columns", "_groups", "_products", "everyone", "memo")
+    __slots__ = ("_columns", "_counters", "_index", "_products", "_shares_ids", "_tag_lists", "everyone", "memo")
 
     def __init__(self, products: Sequence[Product]) -> None:
         self._products = products
         self._columns: dict[str, list[Any]] = {}
-        self._groups: dict[str, dict[Any, list[int]]] = {}
-        self.everyone: frozenset[int] = frozenset(range(len(products)))
-        self.memo: dict[ProductSelector, Selection] = {}
+        self._index: dict[str, dict[Any, int]] = {}
+        self._tag_lists: list[tuple[list[str], int]] | None = None
+        self._counters: dict[int, int] = {}
+        self.everyone: int = (1 << len(products)) - 1
+        """Every position's bit."""
+        self.memo: dict[BitSelector, tuple[int, int]] = {}
         """Selections of matches that read only the products (no ``value_from``), by selector: the
         same for every visit, so a table reused for another decision (see
         :class:`CandidateCache`) does not evaluate them again."""
+        self._shares_ids: bool | None = None
 
     def __len__(self) -> int:
         return len(self._products)
@@ -65,35 +84,67 @@ class Candidates:
             column = self._columns[attribute] = _READ_COLUMN[attribute](self._products)
         return column
 
-    def groups(self, attribute: str) -> dict[Any, list[int]]:
-        """Positions by value of ``attribute``; for ``tags``, by each tag a product has.
+    def shares_ids(self) -> bool:
+        """Whether two candidates have the same id (their scores then add up, see the ranking)."""
+        if self._shares_ids is None:
+            ids = self.column("id")
+            self._shares_ids = len(set(ids)) != len(ids)
+        return self._shares_ids
 
-        Values that are ``==`` share a group (all values of one attribute have the schema's type),
-        so a test answers the same for every position of a group.
+    def index(self, attribute: str) -> dict[Any, int]:
+        """The bitset of positions by value of ``attribute``; for ``tags``, by each tag a product has.
+
+        Values that are ``==`` share an entry (all values of one attribute have the schema's type),
+        so a test answers the same for every position of an entry.
         """
-        groups = self._groups.get(attribute)
-        if groups is None:
-            column = self.column(attribute)
+        index = self._index.get(attribute)
+        if index is None:
+            index = {}
             if attribute == "tags":
-                groups = {}
-                for position, tags in enumerate(column):
+                for position, tags in enumerate(self.column("tags")):
                     for tag in tags:
-                        groups.setdefault(tag, []).append(position)
+                        index[tag] = index.get(tag, 0) | 1 << position
             else:
-                groups = {value: [] for value in dict.fromkeys(column)}  # each distinct value once
-                for position, value in enumerate(column):
-                    groups[value].append(position)
-            self._groups[attribute] = groups
-        return groups
+                for position, value in enumerate(self.column(attribute)):
+                    index[value] = index.get(value, 0) | 1 << position
+            self._index[attribute] = index
+        return index
 
-    def having(self, attribute: str, values: Iterable[Any]) -> set[int]:
+    def tag_lists(self) -> list[tuple[list[str], int]]:
+        """Each distinct list of tags, and the bitset of the positions that have it."""
+        if self._tag_lists is None:
+            lists: dict[tuple[str, ...], tuple[list[str], int]] = {}
+            for position, tags in enumerate(self.column("tags")):
+                key = tuple(tags)
+                found = lists.get(key)
+                lists[key] = (tags, 1 << position) if found is None else (found[0], found[1] | 1 << position)
+            self._tag_lists = list(lists.values())
+        return self._tag_lists
+
+    def having(self, attribute: str, values: Iterable[Any]) -> int:
         """Positions whose ``attribute`` equals one of ``values`` (for ``tags``: has one of them)."""
-        groups = self.groups(attribute)
-        found: set[int] = set()
+        index = self.index(attribute)
+        found = 0
         for value in values:
-            positions = groups.get(value)
-            if positions:
-                found.update(positions)
+            found |= index.get(value, 0)
+        return found
+
+    def positions(self, bits: int) -> list[int]:
+        """The positions of ``bits``, in order (a C loop over its binary digits, not a Python one)."""
+        return list(compress(range(len(self._products)), format(bits, "b").encode()[::-1].translate(_FLAGS)))
+
+    def counters(self, bits: int) -> int:
+        """``bits`` spread to one :data:`COUNTER_BYTES` little-endian field per position (1 for a set
+        bit): adding ``weight * counters(selected)`` adds ``weight`` to every selected position's field
+        at once (see :func:`services.rules.merchandising.rank`)."""
+        found = self._counters.get(bits)
+        if found is None:
+            flags = format(bits, "b").encode()[::-1].translate(_FLAGS)
+            fields = bytearray(COUNTER_BYTES * len(flags))
+            fields[::COUNTER_BYTES] = flags
+            found = int.from_bytes(fields, "little")
+            if len(self._counters) < _COUNTERS_KEPT:
+                self._counters[bits] = found
         return found
 
 
@@ -170,16 +221,31 @@ _READ_COLUMN: Final[dict[str, Callable[[Sequence[Product]], list[Any]]]] = {
 }
 """One comprehension per attribute: twice as fast as ``map(attrgetter(...))`` over Structs."""
 
+
+BitSelector = Callable[[Env, Candidates], tuple[int, int]]
+"""A match over a table: the bitsets of the positions it is true for and unknown for."""
 ProductSelector = Callable[[Env, Candidates], Selection]
 
 
 def compile_selector(condition: Condition) -> ProductSelector:
-    """The selector of a product match that :func:`~services.rules.conditions.compile_condition` accepted."""
+    """The selector of a product match that :func:`~services.rules.conditions.compile_condition`
+    accepted, answering sets of positions (see :func:`compile_bits` for the bitsets it is made of)."""
+    select = compile_bits(condition)
+
+    def selection(env: Env, candidates: Candidates) -> Selection:
+        true, unknown = select(env, candidates)
+        return Selection(frozenset(candidates.positions(true)), frozenset(candidates.positions(unknown)))
+
+    return selection
+
+
+def compile_bits(condition: Condition) -> BitSelector:
+    """The bitset selector of a product match that :func:`~services.rules.conditions.compile_condition` accepted."""
     select, constant = _compile(condition)
     return _memoized(select) if constant else select
 
 
-def _compile(condition: Condition) -> tuple[ProductSelector, bool]:
+def _compile(condition: Condition) -> tuple[BitSelector, bool]:
     """The selector, and whether it reads only the products (its answer is the same for every visit)."""
     if condition.all is not None or condition.any is not None:
         join, nodes = (_all, condition.all) if condition.all is not None else (_any, condition.any or [])
@@ -196,15 +262,10 @@ def _compile(condition: Condition) -> tuple[ProductSelector, bool]:
     return _static(attribute, condition.op, condition.value), True
 
 
-def _memoized(inner: ProductSelector) -> ProductSelector:
-    """``inner`` evaluated once per candidates table (see :attr:`Candidates.memo`).
+def _memoized(inner: BitSelector) -> BitSelector:
+    """``inner`` evaluated once per candidates table (see :attr:`Candidates.memo`)."""
 
-    A memoized selection is shared by every decision on the table: no caller changes a selection's
-    sets in place (they are typed ``AbstractSet``; the operators here and in
-    :mod:`services.rules.merchandising` make new ones).
-    """
-
-    def select(env: Env, candidates: Candidates) -> Selection:
+    def select(env: Env, candidates: Candidates) -> tuple[int, int]:
         found = candidates.memo.get(select)
         if found is None:
             found = candidates.memo[select] = inner(env, candidates)
@@ -213,99 +274,88 @@ def _memoized(inner: ProductSelector) -> ProductSelector:
     return select
 
 
-def _all(children: list[ProductSelector]) -> ProductSelector:
-    def select(env: Env, candidates: Candidates) -> Selection:
+def _all(children: list[BitSelector]) -> BitSelector:
+    def select(env: Env, candidates: Candidates) -> tuple[int, int]:
         true, unknown = children[0](env, candidates)
         for child in children[1:]:
             other_true, other_unknown = child(env, candidates)
             # false if either is false, else unknown if either is unknown, else true
             both = true & other_true
             if unknown or other_unknown:
-                unknown = ((true | unknown) & (other_true | other_unknown)) - both
+                unknown = ((true | unknown) & (other_true | other_unknown)) & ~both
             true = both
-        return Selection(true, unknown)
+        return true, unknown
 
     return select
 
 
-def _any(children: list[ProductSelector]) -> ProductSelector:
-    def select(env: Env, candidates: Candidates) -> Selection:
+def _any(children: list[BitSelector]) -> BitSelector:
+    def select(env: Env, candidates: Candidates) -> tuple[int, int]:
         true, unknown = children[0](env, candidates)
         for child in children[1:]:
             other_true, other_unknown = child(env, candidates)
             # true if either is true, else unknown if either is unknown, else false
-            true = true | other_true
+            true |= other_true
             if unknown or other_unknown:
-                unknown = (unknown | other_unknown) - true
-        return Selection(true, unknown)
+                unknown = (unknown | other_unknown) & ~true
+        return true, unknown
 
     return select
 
 
-def _not(inner: ProductSelector) -> ProductSelector:
-    def select(env: Env, candidates: Candidates) -> Selection:
+def _not(inner: BitSelector) -> BitSelector:
+    def select(env: Env, candidates: Candidates) -> tuple[int, int]:
         true, unknown = inner(env, candidates)
-        return Selection(candidates.everyone - true - unknown, unknown)
+        return candidates.everyone & ~(true | unknown), unknown
 
     return select
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _static(attribute: str, op: str, expected: Any) -> ProductSelector:
+def _static(attribute: str, op: str, expected: Any) -> BitSelector:
     """A product attribute against a constant whose type suits it (checked at save): never unknown."""
     kind = PRODUCT_TYPES[attribute]
     if op in ("eq", "ne", "in", "not_in") and kind != "list":
         values = expected if op in ("in", "not_in") else [expected]
         if op in ("eq", "in"):
-            return lambda _env, candidates: Selection(candidates.having(attribute, values), _NOTHING)
-        return lambda _env, candidates: Selection(candidates.everyone - candidates.having(attribute, values), _NOTHING)
+            return lambda _env, candidates: (candidates.having(attribute, values), 0)
+        return lambda _env, candidates: (candidates.everyone & ~candidates.having(attribute, values), 0)
     if op == "contains" and kind == "list":
-        return lambda _env, candidates: Selection(candidates.having(attribute, [expected]), _NOTHING)
+        return lambda _env, candidates: (candidates.having(attribute, [expected]), 0)
     test = comparison(op)
     return lambda _env, candidates: _tested(candidates, attribute, test, expected)
 
 
-def _dynamic(attribute: str, op: str, source: str) -> ProductSelector:
+def _dynamic(attribute: str, op: str, source: str) -> BitSelector:
     """A product attribute against a profile or context value: unknown where that is absent or does not compare."""
     read, test = reader(source), comparison(op)
     text = PRODUCT_TYPES[attribute] == "text"
 
-    def select(env: Env, candidates: Candidates) -> Selection:
+    def select(env: Env, candidates: Candidates) -> tuple[int, int]:
         expected = read(env)
         if expected is MISSING:
-            return Selection(_NOTHING, candidates.everyone)
+            return 0, candidates.everyone
         if text and op in ("in", "not_in"):
             # A text in a list: only the list's texts can equal it (anything else is not a list: unknown).
             if not isinstance(expected, list):
-                return Selection(_NOTHING, candidates.everyone)
+                return 0, candidates.everyone
             found = candidates.having(attribute, [item for item in expected if isinstance(item, str)])
-            return Selection(found if op == "in" else candidates.everyone - found, _NOTHING)
+            return (found if op == "in" else candidates.everyone & ~found), 0
         return _tested(candidates, attribute, test, expected)
 
     return select
 
 
-def _tested(candidates: Candidates, attribute: str, test: Callable[[Any, Any], bool], expected: Any) -> Selection:
-    """``test`` on each distinct value of the attribute (each product's, for ``tags``); TypeError is unknown."""
-    true: set[int] = set()
-    unknown: set[int] = set()
-    if attribute == "tags":
-        outcomes: Iterable[tuple[Tri, Iterable[int]]] = (
-            (_outcome(test, tags, expected), (position,)) for position, tags in enumerate(candidates.column("tags"))
-        )
-    else:
-        outcomes = (
-            (_outcome(test, value, expected), positions) for value, positions in candidates.groups(attribute).items()
-        )
-    for outcome, positions in outcomes:
+def _tested(candidates: Candidates, attribute: str, test: Callable[[Any, Any], bool], expected: Any) -> tuple[int, int]:
+    """``test`` on each distinct value of the attribute (each distinct tag list, for ``tags``); TypeError is unknown."""
+    true = unknown = 0
+    groups = candidates.tag_lists() if attribute == "tags" else candidates.index(attribute).items()
+    for value, positions in groups:
+        outcome = _outcome(test, value, expected)
         if outcome is True:
-            true.update(positions)
+            true |= positions
         elif outcome is None:
-            unknown.update(positions)
-    return Selection(true, unknown)
+            unknown |= positions
+    return true, unknown
 
 
 def _outcome(test: Callable[[Any, Any], bool], value: Any, expected: Any) -> Tri:
