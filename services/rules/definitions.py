@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
@@ -184,6 +184,11 @@ class CompiledRule:
     """The ``match`` over a whole candidate list (see :mod:`services.rules.selection`)."""
     why: str = ""
     """`` (applies: segment sale-seeker)`` for reasons; empty for a rule that always applies."""
+    name: str = field(init=False)
+    """``rule:KEY@VERSION``, as reasons name it."""
+
+    def __post_init__(self) -> None:
+        self.name = f"rule:{self.key}@{self.version}"
 
 
 @dataclass

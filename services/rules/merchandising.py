@@ -34,24 +34,19 @@ from services.rules.catalogue import Product
 from services.rules.conditions import Env
 from services.rules.definitions import CompiledRule
 from services.rules.schemas import DecisionReason
-from services.rules.selection import COUNTER_BYTES, Candidates
+from services.rules.selection import Candidates
 
 __all__ = ["STAGES", "apply_rules", "rank", "rule_order"]
 
 STAGES: Final = ("filter", "boost", "exclude", "pin", "limit")
 _STAGE_OF: Final = {"filter": 0, "boost": 1, "bury": 1, "exclude": 2, "pin": 3, "limit": 4}
-_BIAS: Final = 1 << (8 * COUNTER_BYTES - 2)
-"""Added to every score so that each field stays positive (and so the fields independent): a score
-is at most 1,000 (the largest weight) times the number of rules in either direction."""
+_TYPECODES: Final = {array(code).itemsize: code for code in "QLIH"}
+"""An unsigned array type of each size (2, 4, 8 bytes)."""
 
 
 def rule_order(rule: CompiledRule) -> tuple[int, int, str]:
     """Where a rule runs: its step, then higher ``priority`` first, then key."""
     return (_STAGE_OF[rule.definition.action], -rule.definition.priority, rule.key)
-
-
-def _name(rule: CompiledRule) -> str:
-    return f"rule:{rule.key}@{rule.version}"
 
 
 def apply_rules(
@@ -71,26 +66,32 @@ def apply_rules(
 def rank(
     table: Candidates, ordered: Sequence[CompiledRule], env: Env, limit: int | None
 ) -> tuple[list[int], list[DecisionReason]]:
-    """:func:`apply_rules` on a table for rules already in :func:`rule_order`: the positions shown, in order."""
+    """:func:`apply_rules` on a table for rules already in :func:`rule_order`: the positions shown, in order.
+
+    The ranking's key is taken when the boosts and buries are done (as the ranking itself is), but
+    the list is sorted only when its order is needed (a pin, the end): an exclusion meanwhile
+    removes positions from the bitset, and sorting what is left by the same key is the same list.
+    """
     alive = table.everyone
     """The positions shown, as a bitset."""
     shown: list[int] | None = None
-    """The same positions in the order shown; None while that is the candidates' order."""
+    """The same positions in the order shown; None until a pin or the end needs them in order."""
     reasons: list[DecisionReason] = []
+    width = _width(len(ordered))
     scores = 0
-    """Per position, a :data:`COUNTER_BYTES` field of the sum of the weights of the boosts and buries
-    selecting it (selecting it among all candidates: only shown positions are ranked)."""
+    """Per position, a ``width``-byte field of the sum of the weights of the boosts and buries selecting
+    it (selecting it among all candidates: only shown positions are ranked)."""
     scored = False
+    key: Sequence[int] | None = None
+    """The ranking's key by position, highest first (once the boosts and buries are done)."""
     limits: list[tuple[int, str]] = []
-    ranked = False
     for rule in ordered:
         if rule.when is not None and rule.when(env) is not True:
             continue
         definition = rule.definition
         action = definition.action
-        if action not in ("boost", "bury") and scored and not ranked:
-            shown = _ranked(table, alive, scores)
-            ranked = True
+        if action not in ("boost", "bury") and scored and key is None:
+            key = _key(table, alive, scores, width)
         if action == "filter":
             hidden = alive & rule.select(env, table)[0] if rule.select is not None else 0
             if hidden:
@@ -98,19 +99,19 @@ def rank(
                 if shown is not None:
                     shown = [index for index in shown if not hidden >> index & 1]
                 reasons.append(
-                    DecisionReason(_name(rule), f"hid {hidden.bit_count()} products: {definition.title}{rule.why}")
+                    DecisionReason(rule.name, f"hid {hidden.bit_count()} products: {definition.title}{rule.why}")
                 )
         elif action in ("boost", "bury"):
             true = rule.select(env, table)[0] if rule.select is not None else 0
             moved = alive & true
             if moved:
                 step = definition.weight if action == "boost" else -definition.weight
-                scores += step * table.counters(true)
+                scores += step * table.counters(true, width)
                 scored = True
                 direction = "up" if step > 0 else "down"
                 reasons.append(
                     DecisionReason(
-                        _name(rule),
+                        rule.name,
                         f"moved {moved.bit_count()} products {direction} by {definition.weight}: "
                         f"{definition.title}{rule.why}",
                     )
@@ -122,38 +123,42 @@ def rank(
             present = alive & table.having(attribute, apart)
             if not present:
                 continue
-            first = (present & -present).bit_length() - 1 if shown is None else _first(shown, present)
+            if shown is not None:
+                first = next(index for index in shown if present >> index & 1)
+            elif key is not None:
+                first = max(table.positions(present), key=key.__getitem__)  # the first of the highest
+            else:
+                first = (present & -present).bit_length() - 1
             winner = table.column(attribute)[first]
             gone = alive & table.having(attribute, apart - {winner})
             if gone:
                 alive &= ~gone
                 if shown is not None:
-                    dropped = set(table.positions(gone))
-                    shown = [index for index in shown if index not in dropped]
+                    shown = [index for index in shown if not gone >> index & 1]
                 reasons.append(
                     DecisionReason(
-                        _name(rule),
+                        rule.name,
                         f"removed {gone.bit_count()} products so that {winner} is not shown beside "
                         f"{', '.join(v for v in values if v != winner)}: {definition.title}",
                     )
                 )
         elif action == "pin" and definition.pin:
             if shown is None:
-                shown = table.positions(alive)
+                shown = _in_order(table, alive, key)
             shown, alive, pinned = _pin(table, shown, alive, definition.pin, definition.position)
             if pinned:
                 reasons.append(
                     DecisionReason(
-                        _name(rule),
+                        rule.name,
                         f"pinned {', '.join(pinned)} at position {definition.position}: {definition.title}{rule.why}",
                     )
                 )
         elif action == "limit" and definition.limit is not None:
-            limits.append((definition.limit, _name(rule)))
-    if scored and not ranked:
-        shown = _ranked(table, alive, scores)
+            limits.append((definition.limit, rule.name))
     if shown is None:
-        shown = table.positions(alive)
+        if scored and key is None:
+            key = _key(table, alive, scores, width)
+        shown = _in_order(table, alive, key)
     if limit is not None:
         limits.append((limit, "request"))
     if limits:
@@ -165,28 +170,34 @@ def rank(
     return shown, reasons
 
 
-def _ranked(table: Candidates, alive: int, scores: int) -> list[int]:
-    """The shown positions, highest score first; a stable sort keeps the candidates' order among equals.
+def _width(rules: int) -> int:
+    """Bytes per score field: a score is within 1,000 (the largest weight) times the number of rules of 0."""
+    return next(width for width in (2, 4, 8) if 1000 * rules < 1 << (8 * width - 1))
+
+
+def _key(table: Candidates, alive: int, scores: int, width: int) -> Sequence[int]:
+    """Each position's score, read from the fields of ``scores``.
 
     A score belongs to a product id: shown candidates that share an id rank by the sum of their scores.
     """
-    shown = table.positions(alive)
-    fields = (scores + _BIAS * table.counters(table.everyone)).to_bytes(COUNTER_BYTES * len(table), "little")
-    score = array("Q", fields)
+    bias = 1 << (8 * width - 1)  # keeps every field positive, so the fields do not borrow from each other
+    fields = (scores + bias * table.counters(table.everyone, width)).to_bytes(width * len(table), "little")
+    score = array(_TYPECODES[width], fields)
     if sys.byteorder != "little":
         score.byteswap()
-    if table.shares_ids():
-        ids = table.column("id")
-        by_id: dict[str, int] = {}
-        for index in shown:
-            by_id[ids[index]] = by_id.get(ids[index], 0) + score[index] - _BIAS
-        return sorted(shown, key=lambda index: by_id[ids[index]], reverse=True)
-    return sorted(shown, key=score.__getitem__, reverse=True)
+    if not table.shares_ids():
+        return score
+    ids = table.column("id")
+    by_id: dict[str, int] = {}
+    for index in table.positions(alive):
+        by_id[ids[index]] = by_id.get(ids[index], 0) + score[index] - bias
+    return [by_id.get(product_id, 0) for product_id in ids]
 
 
-def _first(shown: list[int], among: int) -> int:
-    """The first position of ``shown`` in the bitset ``among`` (which has one)."""
-    return next(index for index in shown if among >> index & 1)
+def _in_order(table: Candidates, alive: int, key: Sequence[int] | None) -> list[int]:
+    """The positions of ``alive``, highest ``key`` first; a stable sort keeps the candidates' order among equals."""
+    shown = table.positions(alive)
+    return shown if key is None else sorted(shown, key=key.__getitem__, reverse=True)
 
 
 def _pin(
@@ -202,18 +213,15 @@ def _pin(
             continue
         moved |= having
         pinned.append(pin)
-        # the last shown candidate with the id, when several have it
-        chosen.append(having.bit_length() - 1 if having & (having - 1) == 0 else _last(shown, having))
+        if having & (having - 1):  # several shown candidates have the id: the last one shown moves
+            chosen.append(next(index for index in reversed(shown) if having >> index & 1))
+        else:
+            chosen.append(having.bit_length() - 1)
     if not pinned:
         return shown, alive, []
-    dropped = set(table.positions(moved))
-    rest = [index for index in shown if index not in dropped]
+    rest = [index for index in shown if not moved >> index & 1]
     at = min(position - 1, len(rest))
     kept = alive & ~moved
     for index in chosen:
         kept |= 1 << index
     return [*rest[:at], *chosen, *rest[at:]], kept, pinned
-
-
-def _last(shown: list[int], among: int) -> int:
-    return next(index for index in reversed(shown) if among >> index & 1)

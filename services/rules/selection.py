@@ -26,7 +26,6 @@ from services.rules.catalogue import Product
 from services.rules.conditions import MISSING, PRODUCT_TYPES, Condition, Env, Tri, comparison, reader
 
 __all__ = [
-    "COUNTER_BYTES",
     "BitSelector",
     "CandidateCache",
     "Candidates",
@@ -36,10 +35,8 @@ __all__ = [
     "compile_selector",
 ]
 
-COUNTER_BYTES: Final = 8
-"""Width of one position's field in :meth:`Candidates.counters`."""
 _COUNTERS_KEPT: Final = 64
-"""Counters kept per table (at most 500 x 8 bytes each): the constant matches' and the first few
+"""Counters kept per table and width (at most 500 x 8 bytes each): the constant matches' and the first few
 visit-dependent ones; others are made again when needed."""
 _FLAGS: Final = bytes.maketrans(b"01", b"\x00\x01")
 
@@ -61,7 +58,8 @@ class Candidates:
         self._columns: dict[str, list[Any]] = {}
         self._index: dict[str, dict[Any, int]] = {}
         self._tag_lists: list[tuple[list[str], int]] | None = None
-        self._counters: dict[int, int] = {}
+        self._counters: dict[int, dict[int, int]] = {}
+        """By field width, by bitset."""
         self.everyone: int = (1 << len(products)) - 1
         """Every position's bit."""
         self.memo: dict[BitSelector, tuple[int, int]] = {}
@@ -133,18 +131,21 @@ class Candidates:
         """The positions of ``bits``, in order (a C loop over its binary digits, not a Python one)."""
         return list(compress(range(len(self._products)), format(bits, "b").encode()[::-1].translate(_FLAGS)))
 
-    def counters(self, bits: int) -> int:
-        """``bits`` spread to one :data:`COUNTER_BYTES` little-endian field per position (1 for a set
-        bit): adding ``weight * counters(selected)`` adds ``weight`` to every selected position's field
-        at once (see :func:`services.rules.merchandising.rank`)."""
-        found = self._counters.get(bits)
+    def counters(self, bits: int, width: int) -> int:
+        """``bits`` spread to one ``width``-byte little-endian field per position (1 for a set bit):
+        adding ``weight * counters(selected, width)`` adds ``weight`` to every selected position's
+        field at once (see :func:`services.rules.merchandising.rank`)."""
+        kept = self._counters.get(width)
+        if kept is None:
+            kept = self._counters[width] = {}
+        found = kept.get(bits)
         if found is None:
             flags = format(bits, "b").encode()[::-1].translate(_FLAGS)
-            fields = bytearray(COUNTER_BYTES * len(flags))
-            fields[::COUNTER_BYTES] = flags
+            fields = bytearray(width * len(flags))
+            fields[::width] = flags
             found = int.from_bytes(fields, "little")
-            if len(self._counters) < _COUNTERS_KEPT:
-                self._counters[bits] = found
+            if len(kept) < _COUNTERS_KEPT:
+                kept[bits] = found
         return found
 
 
