@@ -85,7 +85,34 @@ def bucket_of(experiment: str, assignment_key: str) -> int:
 class CompiledPurpose:
     segments: dict[str, CompiledSegment] = field(default_factory=dict)
     rules: list[CompiledRule] = field(default_factory=list)
+    """In the order they run (:func:`~services.rules.merchandising.rule_order`)."""
     slots: dict[str, CompiledSlot] = field(default_factory=dict)
+    evaluation_order: list[CompiledSegment] | None = field(default_factory=list)
+    """Every segment after those it refers to, so that a visit's are evaluated in one pass; None
+    when they refer to each other in a cycle (refused at save), which only the lazy walk of
+    :meth:`Engine.env` answers as before."""
+
+
+def _evaluation_order(segments: Mapping[str, CompiledSegment]) -> list[CompiledSegment] | None:
+    order: list[CompiledSegment] = []
+    state: dict[str, bool] = {}  # False: being visited, True: placed
+
+    def place(segment: CompiledSegment) -> bool:
+        state[segment.key] = False
+        for ref in segment.refs:
+            found = segments.get(ref)
+            if found is None or state.get(ref) is True:
+                continue
+            if ref in state or not place(found):
+                return False
+        state[segment.key] = True
+        order.append(segment)
+        return True
+
+    for segment in segments.values():
+        if segment.key not in state and not place(segment):
+            return None
+    return order
 
 
 def compile_purpose(rows: list[DefinitionRow], policy: Policy) -> CompiledPurpose:
@@ -107,7 +134,8 @@ def compile_purpose(rows: list[DefinitionRow], policy: Policy) -> CompiledPurpos
             compiled.rules.append(result)
         else:
             compiled.slots[result.key] = result
-    compiled.rules.sort(key=rule_order)  # the order they run in, once (see merchandising.rank)
+    compiled.rules.sort(key=rule_order)
+    compiled.evaluation_order = _evaluation_order(compiled.segments)
     return compiled
 
 
@@ -173,9 +201,21 @@ class Engine:
         return env
 
     def segments(self, purpose: str, profile: Mapping[str, Any], context: Mapping[str, Any]) -> tuple[list[str], Env]:
-        """The segments a visit is in (only *true* matches), and its env."""
-        env = self.env(purpose, profile, context)
-        return [key for key in self.purpose(purpose).segments if env.segment(key) is True], env
+        """The segments a visit is in (only *true* matches), and its env.
+
+        Every segment is evaluated here anyway, so in :attr:`CompiledPurpose.evaluation_order`, in
+        one pass: the env's ``segment`` is then the results' ``get`` (a segment not defined is
+        unknown, None), not a Python call per reference.
+        """
+        compiled = self.purpose(purpose)
+        if compiled.evaluation_order is None:
+            env = self.env(purpose, profile, context)
+            return [key for key in compiled.segments if env.segment(key) is True], env
+        results: dict[str, Tri] = {}
+        env = Env(profile, context, results.get)
+        for segment in compiled.evaluation_order:
+            results[segment.key] = segment.when(env)
+        return [key for key in compiled.segments if results[key] is True], env
 
     def evaluate(self, request: EvaluationRequest) -> Evaluation:
         """The segments an already-filtered profile falls into (no visit context)."""
