@@ -548,6 +548,33 @@ def _static_leaf(name: str, op: str, expected: Any) -> Evaluator:
     read, test = reader(name), comparison(op)
     if isinstance(expected, list) and op in ("in", "not_in"):
         expected = list(expected)
+    source, _, rest = name.partition(".")
+    key, _, sub = rest.partition(".")
+    # The two common reads inline (what :func:`reader` answers, without a call per evaluation).
+    if source == "profile" and not sub:
+
+        def from_profile(env: Env) -> Tri:
+            actual = env.profile.get(key, MISSING)
+            if actual is MISSING:
+                return None
+            try:
+                return bool(test(actual, expected))
+            except TypeError:
+                return None
+
+        return from_profile
+    if source == "context":
+
+        def from_context(env: Env) -> Tri:
+            actual = env.context.get(key)  # absent or None: unknown
+            if actual is None:
+                return None
+            try:
+                return bool(test(actual, expected))
+            except TypeError:
+                return None
+
+        return from_context
 
     def evaluate(env: Env) -> Tri:
         actual = read(env)
