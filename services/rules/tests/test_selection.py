@@ -208,6 +208,105 @@ def test_a_candidates_table_reused_across_visits_decides_as_a_fresh_one() -> Non
     assert memoized > 50
 
 
+def _merchandising(rng: random.Random) -> list[dict[str, Any]]:
+    """Rules of every action, in random priorities, with exclusions, pins and limits that may overlap."""
+    bodies = _random_rules(rng)[:-2]
+    for number in range(rng.randrange(0, 3)):
+        attribute, values = rng.choice([("brand", ["Gucci", "Armani"]), ("brand", ["Hope", "Arket", "Gucci"])])
+        if rng.random() < 0.3:
+            attribute, values = "category", ["jeans", "tops"]
+        bodies.append(
+            rule(
+                f"apart{number}",
+                "exclude",
+                priority=rng.randrange(3),
+                exclude={"attribute": attribute, "values": values},
+            )
+        )
+    for number in range(rng.randrange(0, 3)):
+        pins = rng.sample(["p1", "p2", "p3", "q0", "q5", "zz"], rng.randrange(1, 4))
+        bodies.append(rule(f"pin{number}", "pin", priority=rng.randrange(3), pin=pins, position=rng.randrange(1, 6)))
+    if rng.random() < 0.4:
+        bodies.append(rule("page", "limit", limit=rng.randrange(1, 12)))
+    return bodies
+
+
+def _reference(
+    bodies: list[dict[str, Any]], products: list[Product], profile: dict[str, Any], context: dict[str, Any]
+) -> list[str]:
+    """The product ids the merchandising steps give, as :mod:`services.rules.merchandising` documents
+    them, product by product with the per-product evaluator (no table, no bitsets)."""
+    field_type = _field_types(POLICY, PROFILED)
+    stage = {"filter": 0, "boost": 1, "bury": 1, "exclude": 2, "pin": 3, "limit": 4}
+    ordered = sorted(bodies, key=lambda body: (stage[body["action"]], -body.get("priority", 0), body["key"]))
+
+    matches = {
+        body["key"]: compile_condition(
+            msgspec.convert(body["match"], Condition), "match", scope="product", field_type=field_type
+        )
+        for body in bodies
+        if "match" in body
+    }
+
+    def selects(body: dict[str, Any], product: Product) -> bool:
+        return matches[body["key"]](Env(profile, context, product=product)) is True
+
+    shown = list(products)
+    scores: dict[str, int] = {}
+    limits = []
+    last_score = max((n for n, body in enumerate(ordered) if stage[body["action"]] == 1), default=-1)
+    for number, body in enumerate(ordered):
+        action = body["action"]
+        if action == "filter":
+            shown = [product for product in shown if not selects(body, product)]
+        elif action in ("boost", "bury"):
+            for product in shown:
+                if selects(body, product):
+                    scores[product.id] = scores.get(product.id, 0) + body["weight"] * (1 if action == "boost" else -1)
+        elif action == "exclude":
+            attribute, values = body["exclude"]["attribute"], body["exclude"]["values"]
+            winner = next((getattr(p, attribute) for p in shown if getattr(p, attribute) in values), None)
+            shown = [p for p in shown if winner is None or getattr(p, attribute) not in set(values) - {winner}]
+        elif action == "pin":
+            last = {product.id: product for product in shown}
+            pinned = [pin for pin in dict.fromkeys(body["pin"]) if pin in last]
+            rest = [product for product in shown if product.id not in pinned]
+            at = min(body["position"] - 1, len(rest))
+            shown = [*rest[:at], *(last[pin] for pin in pinned), *rest[at:]]
+        else:
+            limits.append(body["limit"])
+        if number == last_score:  # once, when every boost and bury is added up: the list's order among equals
+            shown = sorted(shown, key=lambda product: -scores.get(product.id, 0))
+    return [product.id for product in shown[: min(limits, default=len(shown))]]
+
+
+def test_decisions_rank_as_the_merchandising_steps_do_product_by_product() -> None:
+    """The bitset ranking (and its memoized selections and counters, tables reused across visits)
+    answers what the documented steps answer when applied product by product."""
+    rng = random.Random(20261126)  # noqa: S311 - reproducible test data
+    compared = 0
+    for _ in range(80):
+        bodies = _merchandising(rng)
+        try:
+            engine = _engine(*bodies)
+        except DefinitionRejected:
+            continue
+        lists = [_products(rng) + _products(rng) + _products(rng) for _ in range(3)]
+        encoded = [msgspec.json.encode([msgspec.to_builtins(p) for p in products]) for products in lists]
+        for _ in range(10):
+            profile, context = _visit(rng)
+            chosen = rng.randrange(len(lists))
+            body = {"purpose": PROFILED, "profile": profile, "context": context}
+            request = msgspec.json.decode(
+                msgspec.json.encode({**body, "candidates": msgspec.Raw(encoded[chosen])}),
+                type=RawCandidatesDecisionRequest,
+            )
+            decision = engine.decide_on(request, engine.candidate_table(request.candidates))
+            assert decision.products == _reference(bodies, lists[chosen], profile, context), (bodies, body)
+            compared += 1
+    assert compared > 600
+
+
 def test_the_candidate_cache_keeps_lists_seen_again_and_the_more_frequent_when_full() -> None:
     cache = CandidateCache(entries=2)
     table = Candidates([])
