@@ -270,7 +270,7 @@ class Engine:
             purpose=request.purpose,
             segments=matched,
             variants=variants,
-            products=[ids[index] for index in shown],
+            products=list(map(ids.__getitem__, shown)),
             reasons=reasons,
         )
 

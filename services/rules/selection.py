@@ -129,7 +129,7 @@ class Candidates:
 
     def positions(self, bits: int) -> list[int]:
         """The positions of ``bits``, in order (a C loop over its binary digits, not a Python one)."""
-        return list(compress(range(len(self._products)), format(bits, "b").encode()[::-1].translate(_FLAGS)))
+        return list(compress(range(len(self._products)), bin(bits)[:1:-1].encode().translate(_FLAGS)))
 
     def counters(self, bits: int, width: int) -> int:
         """``bits`` spread to one ``width``-byte little-endian field per position (1 for a set bit):
@@ -140,7 +140,7 @@ class Candidates:
             kept = self._counters[width] = {}
         found = kept.get(bits)
         if found is None:
-            flags = format(bits, "b").encode()[::-1].translate(_FLAGS)
+            flags = bin(bits)[:1:-1].encode().translate(_FLAGS)
             fields = bytearray(width * len(flags))
             fields[::width] = flags
             found = int.from_bytes(fields, "little")
