@@ -94,6 +94,7 @@ class CompiledPurpose:
 
 
 def _evaluation_order(segments: Mapping[str, CompiledSegment]) -> list[CompiledSegment] | None:
+    """The segments, each after those it refers to (depth first); None if they refer in a cycle."""
     order: list[CompiledSegment] = []
     state: dict[str, bool] = {}  # False: being visited, True: placed
 

@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 _COUNTERS_KEPT: Final = 64
-"""Counters kept per table and width (at most 500 x 8 bytes each): the constant matches' and the first few
-visit-dependent ones; others are made again when needed."""
+"""Counters kept per table and width (at most 500 x 8 bytes each): the product-only matches' and the
+first few visit-dependent ones; others are made again when needed."""
 _FLAGS: Final = bytes.maketrans(b"01", b"\x00\x01")
 
 
@@ -153,9 +153,10 @@ class CandidateCache:
     """Candidate tables by the JSON their products were decoded from, the most recently used kept.
 
     A shop sends the same list (a category page's products, in its order) for many shoppers: for
-    those, the decode, the columns, the value index and the product-only matches (:attr:`Candidates.memo`)
-    are done once, not per decision. The key is the exact bytes, so a table is only ever reused for
-    the JSON it was decoded from. Bounded in entries and in the bytes of the keys.
+    those, the decode, the columns, the value index, the product-only matches
+    (:attr:`Candidates.memo`) and their score counters (:meth:`Candidates.counters`) are done once,
+    not per decision. The key is the exact bytes, so a table is only ever reused for the JSON it was
+    decoded from. Bounded in entries and in the bytes of the keys.
 
     **Admission.** How often each list was seen is counted (by its hash, for the last
     ``remembered`` lists); a list is kept from its second time on, and when the cache is full only
