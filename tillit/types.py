@@ -8,6 +8,8 @@ from typing import Annotated
 import msgspec
 from litestar.params import Parameter
 
+from tillit.patterns import exact
+
 __all__ = [
     "FIELD_NAME_PATTERN",
     "PURPOSE_PATTERN",
@@ -22,9 +24,9 @@ __all__ = [
     "utcnow",
 ]
 
-SUBJECT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-PURPOSE_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$"
-FIELD_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+SUBJECT_ID_PATTERN = exact(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+PURPOSE_PATTERN = exact(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+FIELD_NAME_PATTERN = exact(r"^[a-z][a-z0-9_]{0,63}$")
 
 SubjectId = Annotated[str, msgspec.Meta(pattern=SUBJECT_ID_PATTERN, max_length=64)]
 PurposeKey = Annotated[str, msgspec.Meta(pattern=PURPOSE_PATTERN, min_length=1, max_length=100)]

@@ -36,6 +36,7 @@ from services.consent.schemas import (
 from services.consent.service import BatchedStateReads, ConsentService, SigningKeys
 from tillit.db import provide_read_session, read_session, request_session
 from tillit.fast_path import BatchRead
+from tillit.patterns import exact, inner
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN, SubjectIdPath
 
@@ -48,13 +49,13 @@ PurposePath = Annotated[str, Parameter(pattern=PURPOSE_PATTERN, max_length=100, 
 AfterQuery = Annotated[
     str,
     Parameter(
-        pattern=f"^$|{SUBJECT_ID_PATTERN}",
+        pattern=f"{exact('^$')}|{SUBJECT_ID_PATTERN}",
         max_length=64,
         description="Only subjects after this one in subject order (the last subject of the previous page)",
     ),
 ]
 PageLimit = Annotated[int, Parameter(ge=1, le=10_000, description="At most this many subjects (1-10000)")]
-EventIdPath = Annotated[str, Parameter(pattern=r"^[0-9a-f-]{36}$", description="A ledger event id (UUID)")]
+EventIdPath = Annotated[str, Parameter(pattern=exact(r"^[0-9a-f-]{36}$"), description="A ledger event id (UUID)")]
 
 
 def provide_consent_service(session: AsyncSession, request: Request[Any, Any, Any]) -> ConsentService:
@@ -81,7 +82,7 @@ IdempotencyKeyHeader = Annotated[
         name="Idempotency-Key",
         min_length=1,
         max_length=200,
-        pattern=r"^[!-~]+$",
+        pattern=exact(r"^[!-~]+$"),
         description="Repeat a write safely: the same key with the same request answers as the first time",
     ),
 ]
@@ -112,7 +113,7 @@ async def _fast_purpose_states(
 
 
 PURPOSE_STATES: Final = BatchRead(
-    path=re.compile(rf"/v1/purposes/((?=[^/]{{1,100}}/){PURPOSE_PATTERN.strip('^$')})/states"),
+    path=re.compile(rf"/v1/purposes/((?=[^/]{{1,100}}/){inner(PURPOSE_PATTERN)})/states"),
     body=SubjectBatch,
     max_body_bytes=_BATCH_MAX_BODY,
     answer=_fast_purpose_states,

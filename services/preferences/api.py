@@ -26,6 +26,7 @@ from services.preferences.schemas import (
 from services.preferences.service import BatchedProfileReads, ProfileService
 from tillit.db import provide_read_session, read_session
 from tillit.fast_path import BatchRead
+from tillit.patterns import exact
 from tillit.problems import problem_responses
 from tillit.types import SUBJECT_ID_PATTERN, SubjectIdPath
 
@@ -54,7 +55,7 @@ HistoryBefore = Annotated[
 AfterQuery = Annotated[
     str,
     Parameter(
-        pattern=f"^$|{SUBJECT_ID_PATTERN}",
+        pattern=f"{exact('^$')}|{SUBJECT_ID_PATTERN}",
         max_length=64,
         description="Only subjects after this one in subject order (``last`` of the previous page)",
     ),

@@ -30,12 +30,13 @@ from services.rules.schemas import (
 )
 from services.rules.service import ExposureService, PolicyReport, RulesService, current_engine
 from tillit.db import provide_read_session
+from tillit.patterns import exact
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN
 
 __all__ = ["CatalogueController", "DefinitionController", "ExperimentController", "SegmentController"]
 
-SegmentKeyPath = Annotated[str, Parameter(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="A segment key")]
+SegmentKeyPath = Annotated[str, Parameter(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"), description="A segment key")]
 Kind = Literal["segment", "rule", "slot"]
 
 
