@@ -58,7 +58,11 @@ EventIdPath = Annotated[str, Parameter(pattern=r"^[0-9a-f-]{36}$", description="
 
 
 def provide_consent_service(session: AsyncSession, request: Request[Any, Any, Any]) -> ConsentService:
-    state = request.app.state  # not a ``state`` parameter: Litestar copies the state for each one
+    # Not a ``state`` parameter: Litestar copies the state for each one.
+    return _consent_service(session, request.app.state)
+
+
+def _consent_service(session: AsyncSession, state: State) -> ConsentService:
     return ConsentService(ConsentRepository(session), state.policy, state.signing_keys, heads=state.chain_heads)
 
 
@@ -107,8 +111,7 @@ async def _purpose_states(app: Litestar, purpose: str, data: SubjectBatch) -> Pu
     if not database.is_sqlite:
         return await read_purpose_states(database, state.policy, purpose, data.subject_ids)
     async with database_read_session(database) as session:
-        service = ConsentService(ConsentRepository(session), state.policy, state.signing_keys, heads=state.chain_heads)
-        return await service.purpose_states(purpose, data.subject_ids)
+        return await _consent_service(session, state).purpose_states(purpose, data.subject_ids)
 
 
 async def _fast_purpose_states(app: Litestar, path: re.Match[str], data: SubjectBatch) -> PurposeStates:
