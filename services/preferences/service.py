@@ -60,9 +60,9 @@ async def read_profile_batch(database: Database, subject_ids: list[str]) -> Prof
     """:meth:`ProfileService.batch` on PostgreSQL as one statement on a bare connection.
 
     Every profile release's profile read comes here in the gateway's batches. No session, service or
-    repository around the statement: the read session (an ``AsyncSession``, its context manager and
-    lender) was a third of the batch read's CPU besides the statement (in process). A dropped
-    connection is a 503 (see :func:`tillit.db.bare_fetch`).
+    repository around the statement: with the read session (an ``AsyncSession``, its context
+    manager and lender) a batch of 1-4 subjects cost ~130 µs of CPU, without it ~85 µs
+    (``bench.batch_reads``). A dropped connection is a 503 (see :func:`tillit.db.bare_fetch`).
     """
     rows = await profiles_of_subjects(database, subject_ids)
     return ProfileBatch(profiles=[SubjectProfile(subject_id, fields) for subject_id, fields in rows])
