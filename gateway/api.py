@@ -23,6 +23,7 @@ from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import CapturedConsent, ConsentConfirmation, OAuthError, ProfileRelease, TokenResponse
 from gateway.service import GatewayService
 from tillit.db import provide_session
+from tillit.patterns import exact
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN, SubjectIdPath
 
@@ -124,7 +125,7 @@ IdempotencyKeyHeader = Annotated[
         name="Idempotency-Key",
         min_length=1,
         max_length=120,
-        pattern=r"^[!-~]+$",
+        pattern=exact(r"^[!-~]+$"),
         description="Retry safely: the same key with the same request answers as the first time",
     ),
 ]

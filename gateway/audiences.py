@@ -64,6 +64,7 @@ from gateway.repository import AudienceAuditRepository, AudienceAuditRow
 from gateway.upstream import ActiveConsent, StoredProfile, Upstream
 from tillit.db import Database
 from tillit.keys import ACCESS_TOKEN_KEY, load_private_key
+from tillit.patterns import exact
 from tillit.policy import Policy
 from tillit.problems import Problem, TillitError, Unprocessable, problem_responses, problem_type
 from tillit.settings import Settings
@@ -505,12 +506,12 @@ AudienceFormat = Annotated[
 ]
 SegmentQuery = Annotated[
     str | None,
-    Parameter(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="Only subjects in this segment (rules service)"),
+    Parameter(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"), description="Only subjects in this segment (rules service)"),
 ]
 CursorQuery = Annotated[
     str | None,
     Parameter(
-        pattern=r"^[A-Za-z0-9_-]{2,88}\.[A-Za-z0-9_-]{22}$",
+        pattern=exact(r"^[A-Za-z0-9_-]{2,88}\.[A-Za-z0-9_-]{22}$"),
         max_length=120,
         description="Resume after the subject of the line that carried this cursor",
     ),

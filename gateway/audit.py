@@ -24,6 +24,7 @@ from gateway.oauth import Caller
 from gateway.repository import ReleaseAuditRepository
 from gateway.schemas import AuditEntry, AuditPage, AuditWithheld
 from tillit.db import provide_read_session
+from tillit.patterns import exact
 from tillit.problems import Unprocessable, problem_responses
 from tillit.types import SUBJECT_ID_PATTERN, as_utc
 
@@ -32,7 +33,7 @@ __all__ = ["AUDIT_SCOPE", "DEFAULT_PAGE", "MAX_PAGE", "AuditController", "AuditS
 AUDIT_SCOPE: Final = "audit:read"
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 500
-_CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]{1,200}$"
+_CURSOR_PATTERN: Final = exact(r"^[A-Za-z0-9_-]{1,200}$")
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
@@ -131,7 +132,7 @@ class AuditController(Controller):
         channel: Annotated[
             str | None,
             # Not FIELD_NAME_PATTERN's spelling: the published schema adds the field names as enum to that.
-            Parameter(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, description="Only releases to this channel"),
+            Parameter(pattern=exact(r"^[a-z][a-z0-9_]*$"), max_length=64, description="Only releases to this channel"),
         ] = None,
         after: Annotated[
             str | None,

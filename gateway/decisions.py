@@ -35,6 +35,7 @@ from gateway.schemas import SubjectDecision
 from gateway.service import GatewayService
 from gateway.upstream import Upstream
 from tillit.keys import LINK_KEY, load_private_key
+from tillit.patterns import exact
 from tillit.problems import InvalidRequest, TillitError, Unprocessable, problem_responses
 from tillit.types import SubjectIdPath
 
@@ -57,11 +58,11 @@ MAX_CANDIDATES: Final = 500
 _NAME: Final = r"[a-z][a-z0-9_-]{0,31}"
 _SLOT: Final = rf"{_NAME}(\.{_NAME})?"
 _MAX_SLOTS: Final = 10
-_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+_ID: Final = exact(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 DECISION_BODY_BYTES: Final = 1024 * 1024
 """The largest ``POST .../decisions`` body (413 beyond)."""
 
-Name = Annotated[str, msgspec.Meta(pattern=f"^{_NAME}$")]
+Name = Annotated[str, msgspec.Meta(pattern=exact(f"^{_NAME}$"))]
 Days = Annotated[int, msgspec.Meta(ge=0, le=36_500)]
 
 
@@ -77,7 +78,7 @@ class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     days_since_last_visit: Days | None = None
     days_since_last_purchase: Days | None = None
     slots: Annotated[
-        list[Annotated[str, msgspec.Meta(pattern=f"^{_SLOT}$")]],
+        list[Annotated[str, msgspec.Meta(pattern=exact(f"^{_SLOT}$"))]],
         msgspec.Meta(max_length=_MAX_SLOTS, description="Content slots to fill, e.g. home.hero"),
     ] = msgspec.field(default_factory=list)
 
@@ -133,9 +134,9 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     """
 
     context: DecisionContext = msgspec.field(default_factory=DecisionContext)
-    slots: Annotated[list[Annotated[str, msgspec.Meta(pattern=f"^{_SLOT}$")]], msgspec.Meta(max_length=_MAX_SLOTS)] = (
-        msgspec.field(default_factory=list)
-    )
+    slots: Annotated[
+        list[Annotated[str, msgspec.Meta(pattern=exact(f"^{_SLOT}$"))]], msgspec.Meta(max_length=_MAX_SLOTS)
+    ] = msgspec.field(default_factory=list)
     candidates: Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema=_candidates_schema())] = msgspec.field(
         default_factory=_no_candidates
     )
@@ -268,14 +269,17 @@ class DecisionController(Controller):
         caller: Caller,
         decisions: DecisionService,
         page: Annotated[
-            str | None, Parameter(pattern=f"^{_NAME}$", max_length=32, description="Page type: home, product, ...")
+            str | None,
+            Parameter(pattern=exact(f"^{_NAME}$"), max_length=32, description="Page type: home, product, ..."),
         ] = None,
         product_id: Annotated[
             str | None,
-            Parameter(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", max_length=64, description="Product on screen"),
+            Parameter(
+                pattern=exact(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"), max_length=64, description="Product on screen"
+            ),
         ] = None,
-        department: Annotated[str | None, Parameter(pattern=f"^{_NAME}$", max_length=32)] = None,
-        category: Annotated[str | None, Parameter(pattern=f"^{_NAME}$", max_length=32)] = None,
+        department: Annotated[str | None, Parameter(pattern=exact(f"^{_NAME}$"), max_length=32)] = None,
+        category: Annotated[str | None, Parameter(pattern=exact(f"^{_NAME}$"), max_length=32)] = None,
         # gt=-1, not ge=0: Litestar leaves a zero bound out of the published schema.
         visit_count: Annotated[int | None, Parameter(gt=-1, le=1_000_000, description="Visits so far")] = None,
         days_since_last_visit: Annotated[int | None, Parameter(gt=-1, le=36_500)] = None,
@@ -283,7 +287,7 @@ class DecisionController(Controller):
         slots: Annotated[
             str | None,
             Parameter(
-                pattern=f"^{_SLOT}(,{_SLOT}){{0,{_MAX_SLOTS - 1}}}$",
+                pattern=exact(f"^{_SLOT}(,{_SLOT}){{0,{_MAX_SLOTS - 1}}}$"),
                 max_length=_MAX_SLOTS * 66,
                 description=f"Content slots to fill, comma-separated (at most {_MAX_SLOTS}): home.hero,sidebar",
             ),

@@ -32,14 +32,15 @@ from gateway.api import release_profile
 from gateway.oauth import Caller, TokenService
 from gateway.ratelimit import enforce_rate_limit
 from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem
+from tillit.patterns import inner
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN
 
 __all__ = ["SUBJECT_ID", "FastRelease", "purpose_query", "subject_purpose", "verified_caller"]
 
-SUBJECT_ID: Final = SUBJECT_ID_PATTERN.strip("^$")
+SUBJECT_ID: Final = inner(SUBJECT_ID_PATTERN)
 """A subject id as its path parameter takes it (at most 64 characters), for a path's regex."""
 _PATH: Final = re.compile(rf"/v1/subjects/({SUBJECT_ID})/profile")
-_QUERY: Final = re.compile(rf"purpose=({PURPOSE_PATTERN.strip('^$')})".encode())
+_QUERY: Final = re.compile(rf"purpose=({inner(PURPOSE_PATTERN)})".encode())
 _MAX_QUERY: Final = len(b"purpose=") + 100
 """``purpose`` is at most 100 characters (``gateway.api.PurposeQuery``)."""
 

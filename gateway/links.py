@@ -32,6 +32,7 @@ from gateway.oauth import Caller
 from gateway.release import check_channel_purpose
 from gateway.upstream import Upstream
 from tillit.links import LinkError, sign_preference_link, sign_unsubscribe, verify_unsubscribe
+from tillit.patterns import exact
 from tillit.policy import Policy
 from tillit.problems import BadRequest, NotFound, Unprocessable, problem_responses
 from tillit.settings import Settings
@@ -60,7 +61,7 @@ _PAGE_HEADERS: Final = {
 TokenPath = Annotated[
     str,
     Parameter(
-        pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+        pattern=exact(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"),
         min_length=5,
         max_length=2048,
         description="The signed token of the link",

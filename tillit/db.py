@@ -29,6 +29,8 @@ __all__ = [
     "Database",
     "autocommit_connection",
     "bare_connection",
+    "bare_fetch",
+    "database_read_session",
     "driver_connection",
     "provide_read_session",
     "provide_session",
@@ -61,8 +63,10 @@ class Database:
         self.sessionmaker = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
         self.read_engine: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         """The same pool, for sessions that only read: no BEGIN and COMMIT round trips."""
+        self.bare: _BareConnections | None = None
+        """The lender of bare connections (PostgreSQL only; see :func:`bare_connection`)."""
         if not self.is_sqlite:
-            _bare_connections[self.engine.sync_engine] = _BareConnections(self.engine)
+            self.bare = _bare_connections[self.engine.sync_engine] = _BareConnections(self.engine)
 
     def _engine_options(self) -> dict[str, Any]:
         json_options: dict[str, Any] = {
@@ -129,15 +133,19 @@ async def provide_read_session(request: Request[Any, Any, Any]) -> AsyncIterator
         yield session
 
 
-@asynccontextmanager
-async def read_session(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
+def read_session(request: Request[Any, Any, Any]) -> AbstractAsyncContextManager[AsyncSession]:
     """:func:`provide_read_session` for a handler that opens it itself.
 
     The hottest reads (a profile, a subject's consent state) do: Litestar's dependency injection of a
     generator provider — resolving it, then its cleanup group on the way out — was a seventh of a
     profile read's CPU (py-spy, in process).
     """
-    database: Database = request.app.state.database
+    return database_read_session(request.app.state.database)
+
+
+@asynccontextmanager
+async def database_read_session(database: Database) -> AsyncIterator[AsyncSession]:
+    """:func:`read_session` for code that holds the database, not a request (the batch reads' fast path)."""
     if database.is_sqlite:
         async with database.engine.connect() as connection:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -180,6 +188,29 @@ async def bare_connection(database: Database) -> AsyncIterator[Any]:
             raise _dropped() from exc
         raise
     await bare.give(pooled)
+
+
+async def bare_fetch(database: Database, query: str, *args: Any) -> list[Any]:
+    """The rows of one statement on a bare pooled connection: :func:`bare_connection` for a lone read.
+
+    For the hottest batch reads: the context manager's generator, entered and left per read, cost
+    ~6 µs of CPU, a fifth of the statement's own (~28 µs; in process on uvloop). The same rules: a
+    connection the server dropped is a 503 and is not kept, one whose statement failed goes back to
+    SQLAlchemy, and the connection is given back before the rows are used.
+    """
+    bare = database.bare or _bare_connections_of(database.engine)
+    pooled = await bare.take()
+    driver = pooled.driver_connection
+    try:
+        rows: list[Any] = await driver.fetch(query, *args)
+    except BaseException as exc:
+        dropped = driver.is_closed()
+        await _give_back(pooled)
+        if dropped and isinstance(exc, Exception):
+            raise _dropped() from exc
+        raise
+    await bare.give(pooled)
+    return rows
 
 
 def _dropped() -> Unavailable:

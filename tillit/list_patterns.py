@@ -16,23 +16,25 @@ from typing import Final
 
 import msgspec
 
+from tillit.patterns import exact, inner, published
+
 __all__ = ["ListPattern"]
 
 _SEPARATOR: Final = "\x00"
 
 
 class ListPattern:
-    """``^...$`` checked as msgspec checks it (``re.search``: ``$`` also matches before a final newline)."""
+    """An :func:`~tillit.patterns.exact` pattern checked as msgspec checks it (``re.search``)."""
 
     def __init__(self, pattern: str) -> None:
-        if not (pattern.startswith("^") and pattern.endswith("$")):
-            raise ValueError("a list pattern is anchored at both ends (^...$)")
+        if pattern != exact(published(pattern)):
+            raise ValueError("a list pattern is exact (tillit.patterns.exact)")
         self.pattern = pattern
         self.meta = msgspec.Meta(extra_json_schema={"pattern": pattern})
-        """For the item's field: the pattern in the published schema, not checked by the decoder."""
+        """For the item's field: the pattern in the schema (published as ECMA reads it), not checked by the decoder."""
         self._one = re.compile(pattern)
-        # Each item, then the separator: an item matches ``^X$`` exactly when ``X\n?`` is all of it.
-        self._all = re.compile(f"(?:(?:{pattern[1:-1]})\\n?{_SEPARATOR})*")
+        # Each item, then the separator: an item matches ``^X$`` (exact) when ``X`` is all of it.
+        self._all = re.compile(f"(?:(?:{inner(pattern)}){_SEPARATOR})*")
 
     def check(self, values: Sequence[str], where: Callable[[int], str]) -> None:
         """Raise ``ValueError`` (msgspec's words, ``where(index)`` the path) at the first value not matching."""

@@ -23,6 +23,7 @@ from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
+from tillit.patterns import published
 from tillit.types import FIELD_NAME_PATTERN, PURPOSE_PATTERN
 
 __all__ = ["PreciseRenderPlugin", "answer_options", "struct_components"]
@@ -60,12 +61,15 @@ def struct_components(app: Litestar) -> dict[str, Any]:
 
 
 def _with_vocabulary(node: Any, vocabularies: dict[str, list[str]]) -> Any:
-    """Add ``enum`` to every string schema whose pattern marks it as a policy key."""
+    """Add ``enum`` to every string schema whose pattern marks it as a policy key, and publish every
+    pattern as ECMA-262 reads it (:func:`tillit.patterns.published`)."""
     if isinstance(node, dict):
         copied = {key: _with_vocabulary(value, vocabularies) for key, value in node.items()}
         pattern = copied.get("pattern")
-        if isinstance(pattern, str) and pattern in vocabularies:
-            copied["enum"] = vocabularies[pattern]
+        if isinstance(pattern, str):
+            if pattern in vocabularies:
+                copied["enum"] = vocabularies[pattern]
+            copied["pattern"] = published(pattern)
         return copied
     if isinstance(node, list):
         return [_with_vocabulary(item, vocabularies) for item in node]
@@ -88,9 +92,10 @@ class PreciseRenderPlugin(JsonRenderPlugin):
             "components": {**components, "schemas": {**components.get("schemas", {}), **self._components}},
         }
         policy = request.app.state.get("policy")
+        vocabularies: dict[str, list[str]] = {}
         if policy is not None:
             vocabularies = {PURPOSE_PATTERN: sorted(policy.purposes), FIELD_NAME_PATTERN: sorted(policy.fields)}
-            document = _with_vocabulary(document, vocabularies)
+        document = _with_vocabulary(document, vocabularies)
         return self.render_json(request, document)
 
 

@@ -22,6 +22,7 @@ import msgspec
 import yaml
 from email_validator import EmailNotValidError, validate_email
 
+from tillit.patterns import exact
 from tillit.transforms import TRANSFORMS
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 LegalBasis = Literal["consent", "contract", "legitimate_interest", "legal_obligation"]
-_NAME = r"^[a-z][a-z0-9_]{0,63}$"
+_NAME = exact(r"^[a-z][a-z0-9_]{0,63}$")
 _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
 _RATE = re.compile(r"^\s*([1-9][0-9]{0,8})\s*/\s*([1-9][0-9]{0,5})?\s*(s|min|h)\s*$")
 _RATE_UNITS: Final = {"s": 1, "min": 60, "h": 3600}
@@ -71,7 +72,7 @@ class ConsentDuration(msgspec.Struct, frozen=True):
 
     @classmethod
     def parse(cls, text: str) -> ConsentDuration:
-        match = _DURATION.match(text)
+        match = _DURATION.fullmatch(text)
         if not match or not any(match.groups()):
             raise ValueError(f"{text!r} is not a duration like P24M, P1Y or P30D")
         years, months, days = (int(group or 0) for group in match.groups())
@@ -93,7 +94,7 @@ class RateLimit(msgspec.Struct, frozen=True):
 
     @classmethod
     def parse(cls, text: str) -> RateLimit:
-        match = _RATE.match(text)
+        match = _RATE.fullmatch(text)
         if not match:
             raise ValueError(f"{text!r} is not a rate limit like 50/s, 600/min, 100/10s or 3000/h")
         requests, count, unit = match.groups()
@@ -429,7 +430,7 @@ def _validate_controller(controller: Controller, path: Path) -> None:
         ("address.country", controller.address.country, _COUNTRY, "an ISO 3166-1 alpha-2 code such as SE"),
         ("phone", controller.phone, _PHONE, "a number in international form such as +46 8 123 456 78"),
     ):
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise PolicyError(path, f"controller.{key}", f"{value!r} is not {expected}")
     try:
         validate_email(controller.email, check_deliverability=False)

@@ -19,6 +19,8 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from tillit.patterns import published
+
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "BadRequest",
@@ -206,6 +208,11 @@ def _respond(
     extensions: dict[str, Any] | None = None,
 ) -> Response[Any]:
     problem.instance = request.url.path
+    # Messages quote the patterns the server checks; the published documents hold them without the
+    # lookahead that makes Python's ``$`` mean what ECMA's does (tillit.patterns).
+    problem.detail = published(problem.detail)
+    if problem.errors:
+        problem.errors = [_published_error(error) for error in problem.errors]
     content: Any = problem
     if extensions:
         members = msgspec.to_builtins(problem)
@@ -216,6 +223,11 @@ def _respond(
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
     )
+
+
+def _published_error(error: Any) -> Any:
+    message = error.get("message") if isinstance(error, dict) else None
+    return {**error, "message": published(message)} if isinstance(message, str) else error
 
 
 def _tillit_error(request: Request[Any, Any, Any], exc: TillitError) -> Response[Any]:

@@ -11,6 +11,8 @@ from typing import Annotated, Final, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from tillit.patterns import exact
+
 __all__ = [
     "PRINTABLE",
     "Amount",
@@ -27,7 +29,7 @@ __all__ = [
     "WaistSize",
 ]
 
-PRINTABLE: Final = r"^[^\x00-\x1f\x7f]+$"
+PRINTABLE: Final = exact(r"^[^\x00-\x1f\x7f]+$")
 """Free text: any characters but control characters (no line breaks, tabs or NULs)."""
 
 ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=60, pattern=PRINTABLE)]

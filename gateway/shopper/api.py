@@ -45,6 +45,7 @@ from gateway.shopper.schemas import (
 from gateway.shopper.service import Evidence, ShopperLimits, ShopperService
 from gateway.shopper.tokens import Shopper, ShopperTokens
 from tillit.db import provide_read_session
+from tillit.patterns import exact
 from tillit.policy import Language
 from tillit.problems import problem_responses
 from tillit.types import utcnow
@@ -62,7 +63,8 @@ JOSE_MEDIA_TYPE: Final = "application/jose"
 _MAX_HEADER: Final = 2048
 
 EventIdPath = Annotated[
-    str, Parameter(pattern=r"^[0-9a-f-]{36}$", min_length=36, max_length=36, description="A consent event id (UUID)")
+    str,
+    Parameter(pattern=exact(r"^[0-9a-f-]{36}$"), min_length=36, max_length=36, description="A consent event id (UUID)"),
 ]
 LanguageQuery = Annotated[
     Language, Parameter(query="lang", description="Notice language; texts missing in it are shown in English")

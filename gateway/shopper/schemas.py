@@ -13,6 +13,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from tillit.patterns import exact
 from tillit.policy import Language
 from tillit.profile_values import ContactFrequency, PriceRange, Sizes, TextList
 from tillit.types import PurposeKey
@@ -179,7 +180,7 @@ class ConsentHistoryOut(msgspec.Struct):
 
 # --- quizzes ---------------------------------------------------------------------------------------
 
-QuizSlug = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$", max_length=64)]
+QuizSlug = Annotated[str, msgspec.Meta(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"), max_length=64)]
 OptionId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AnswerValue = (
     OptionId

@@ -16,11 +16,12 @@ from gateway.oauth import Caller
 from gateway.webhooks.repository import WebhookRepository
 from gateway.webhooks.schemas import DeliveryList, DeliveryStatus, RegisteredWebhook, WebhookIn, WebhookList, WebhookOut
 from gateway.webhooks.service import WebhookService
+from tillit.patterns import exact
 from tillit.problems import problem_responses
 
 __all__ = ["WebhookController"]
 
-UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+UUID_PATTERN = exact(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 WebhookIdPath = Annotated[str, Parameter(pattern=UUID_PATTERN, description="A webhook id")]
 
 

@@ -88,7 +88,7 @@ def check_webhook_url(url: str, *, allow_insecure_loopback: bool) -> str:
         if not address.is_global:
             raise _refuse(f"points at a private, loopback or reserved address ({host})")
         return url
-    if loopback or host.endswith(_INTERNAL_SUFFIXES) or not _HOSTNAME.match(host.rstrip(".")):
+    if loopback or host.endswith(_INTERNAL_SUFFIXES) or not _HOSTNAME.fullmatch(host.rstrip(".")):
         raise _refuse(f"must name a public host (got {host!r}: not a fully qualified public name)")
     return url
 

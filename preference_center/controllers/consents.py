@@ -40,7 +40,7 @@ class ConsentsController(Controller):
             session=session,
             purposes=consent_views(consents),
             history=history_views(history, consents),
-            changed=changed if isinstance(changed, str) and _PURPOSE.match(changed) else None,
+            changed=changed if isinstance(changed, str) and _PURPOSE.fullmatch(changed) else None,
             done=request.query_params.get("done"),
         )
 
@@ -51,7 +51,7 @@ class ConsentsController(Controller):
         purpose = str(form.get("purpose") or "")
         action = str(form.get("action") or "")
         version_text = str(form.get("notice_version") or "")
-        if not _PURPOSE.match(purpose) or action not in ("give", "withdraw"):
+        if not _PURPOSE.fullmatch(purpose) or action not in ("give", "withdraw"):
             return render(request, "error.html.j2", session=session, status_code=400, problem="bad-form")
         notice_version = int(version_text) if version_text.isdigit() and len(version_text) < 8 else None
         headers = forwarded_headers(request.headers, request.client.host if request.client else None)
@@ -72,7 +72,7 @@ class ConsentsController(Controller):
         self, request: Request[Any, Any, Any], state: State, session: Session, event_id: str
     ) -> Response[Any]:
         """The signed consent receipt (compact JWS, Kantara v1.1 claims), to keep or verify offline."""
-        if not _EVENT_ID.match(event_id):
+        if not _EVENT_ID.fullmatch(event_id):
             return render(request, "error.html.j2", session=session, status_code=404, problem="not-found")
         receipt = await gateway_of(state).receipt(session.token, event_id)
         return Response(

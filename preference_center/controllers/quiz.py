@@ -105,14 +105,14 @@ class QuizController(Controller):
     async def start(self, request: Request[Any, Any, Any], state: State, session: Session) -> Redirect:
         form = await request.form()
         quiz_id = str(form.get("quiz_id") or "")
-        if not _ID.match(quiz_id):
+        if not _ID.fullmatch(quiz_id):
             return see_other("/quiz")
         started = await gateway_of(state).start_quiz(session.token, quiz_id, session.lang)
         return see_other(f"/quiz/{started['id']}")
 
     @get("/{session_id:str}")
     async def show(self, request: Request[Any, Any, Any], state: State, session: Session, session_id: str) -> Template:
-        if not _ID.match(session_id):
+        if not _ID.fullmatch(session_id):
             return render(request, "error.html.j2", session=session, status_code=404, problem="not-found")
         quiz = await gateway_of(state).quiz_session(session.token, session_id)
         return self._step(request, session, quiz)
@@ -121,7 +121,7 @@ class QuizController(Controller):
     async def answer(
         self, request: Request[Any, Any, Any], state: State, session: Session, session_id: str
     ) -> Template | Redirect:
-        if not _ID.match(session_id):
+        if not _ID.fullmatch(session_id):
             return render(request, "error.html.j2", session=session, status_code=404, problem="not-found")
         gateway = gateway_of(state)
         form = await request.form()
@@ -141,7 +141,7 @@ class QuizController(Controller):
     async def back(
         self, request: Request[Any, Any, Any], state: State, session: Session, session_id: str
     ) -> Template | Redirect:
-        if not _ID.match(session_id):
+        if not _ID.fullmatch(session_id):
             return render(request, "error.html.j2", session=session, status_code=404, problem="not-found")
         try:
             quiz = await gateway_of(state).back(session.token, session_id)
@@ -155,7 +155,7 @@ class QuizController(Controller):
     async def complete(
         self, request: Request[Any, Any, Any], state: State, session: Session, session_id: str
     ) -> Template | Redirect:
-        if not _ID.match(session_id):
+        if not _ID.fullmatch(session_id):
             return render(request, "error.html.j2", session=session, status_code=404, problem="not-found")
         quiz = await gateway_of(state).complete(session.token, session_id)
         return self._after(request, session, quiz, session_id)

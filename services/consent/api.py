@@ -6,7 +6,7 @@ import hashlib
 import re
 from typing import Annotated, Any, Final
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Litestar, Request, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import HeaderParameter, Parameter
@@ -33,9 +33,10 @@ from services.consent.schemas import (
     SubjectBatch,
     SubjectConsents,
 )
-from services.consent.service import BatchedStateReads, ConsentService, SigningKeys
-from tillit.db import provide_read_session, read_session, request_session
+from services.consent.service import BatchedStateReads, ConsentService, SigningKeys, read_purpose_states
+from tillit.db import Database, database_read_session, provide_read_session, read_session, request_session
 from tillit.fast_path import BatchRead
+from tillit.patterns import exact, inner
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN, SUBJECT_ID_PATTERN, SubjectIdPath
 
@@ -48,17 +49,21 @@ PurposePath = Annotated[str, Parameter(pattern=PURPOSE_PATTERN, max_length=100, 
 AfterQuery = Annotated[
     str,
     Parameter(
-        pattern=f"^$|{SUBJECT_ID_PATTERN}",
+        pattern=f"{exact('^$')}|{SUBJECT_ID_PATTERN}",
         max_length=64,
         description="Only subjects after this one in subject order (the last subject of the previous page)",
     ),
 ]
 PageLimit = Annotated[int, Parameter(ge=1, le=10_000, description="At most this many subjects (1-10000)")]
-EventIdPath = Annotated[str, Parameter(pattern=r"^[0-9a-f-]{36}$", description="A ledger event id (UUID)")]
+EventIdPath = Annotated[str, Parameter(pattern=exact(r"^[0-9a-f-]{36}$"), description="A ledger event id (UUID)")]
 
 
 def provide_consent_service(session: AsyncSession, request: Request[Any, Any, Any]) -> ConsentService:
-    state = request.app.state  # not a ``state`` parameter: Litestar copies the state for each one
+    # Not a ``state`` parameter: Litestar copies the state for each one.
+    return _consent_service(session, request.app.state)
+
+
+def _consent_service(session: AsyncSession, state: State) -> ConsentService:
     return ConsentService(ConsentRepository(session), state.policy, state.signing_keys, heads=state.chain_heads)
 
 
@@ -81,7 +86,7 @@ IdempotencyKeyHeader = Annotated[
         name="Idempotency-Key",
         min_length=1,
         max_length=200,
-        pattern=r"^[!-~]+$",
+        pattern=exact(r"^[!-~]+$"),
         description="Repeat a write safely: the same key with the same request answers as the first time",
     ),
 ]
@@ -98,21 +103,24 @@ async def fingerprint(request: Request[Any, Any, Any]) -> str:
 _BATCH_MAX_BODY = 1024 * 1024
 
 
-async def _purpose_states(request: Request[Any, Any, Any], purpose: str, data: SubjectBatch) -> PurposeStates:
-    """Every profile release's consent read comes here in the gateway's batches: the session is
-    opened here, not injected (see read_session)."""
-    async with read_session(request) as session:
-        return await provide_consent_service(session, request).purpose_states(purpose, data.subject_ids)
+async def _purpose_states(app: Litestar, purpose: str, data: SubjectBatch) -> PurposeStates:
+    """Every profile release's consent read comes here in the gateway's batches: on PostgreSQL one
+    statement on a bare connection (see read_purpose_states), else a session opened here, not
+    injected (see read_session)."""
+    state = app.state
+    database: Database = state.database
+    if not database.is_sqlite:
+        return await read_purpose_states(database, state.policy, purpose, data.subject_ids)
+    async with database_read_session(database) as session:
+        return await _consent_service(session, state).purpose_states(purpose, data.subject_ids)
 
 
-async def _fast_purpose_states(
-    request: Request[Any, Any, Any], path: re.Match[str], data: SubjectBatch
-) -> PurposeStates:
-    return await _purpose_states(request, path.group(1), data)
+async def _fast_purpose_states(app: Litestar, path: re.Match[str], data: SubjectBatch) -> PurposeStates:
+    return await _purpose_states(app, path.group(1), data)
 
 
 PURPOSE_STATES: Final = BatchRead(
-    path=re.compile(rf"/v1/purposes/((?=[^/]{{1,100}}/){PURPOSE_PATTERN.strip('^$')})/states"),
+    path=re.compile(rf"/v1/purposes/((?=[^/]{{1,100}}/){inner(PURPOSE_PATTERN)})/states"),
     body=SubjectBatch,
     max_body_bytes=_BATCH_MAX_BODY,
     answer=_fast_purpose_states,
@@ -273,7 +281,7 @@ class ConsentController(Controller):
         self, purpose: PurposePath, data: SubjectBatch, request: Request[Any, Any, Any]
     ) -> PurposeStates:
         # Its common form is answered before Litestar sees it (PURPOSE_STATES, tillit.fast_path).
-        return await _purpose_states(request, purpose, data)
+        return await _purpose_states(request.app, purpose, data)
 
     @get(
         "/ledger/verify",

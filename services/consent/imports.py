@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from tillit.policy import Language, Policy
-from tillit.types import IPAddress, PurposeKey, SubjectId, check_utc_representable
+from tillit.types import IPAddress, PurposeKey, SubjectId, UnrepresentableTime, check_utc_representable
 
 __all__ = ["MAX_IMPORT_ROWS", "ImportRow", "RowProblem", "parse_batch"]
 
@@ -90,8 +90,8 @@ def parse_batch(
             continue
         try:
             row = msgspec.convert(raw, ImportRow, strict=kind == "ndjson")
-        except msgspec.ValidationError as exc:
-            problems.append(RowProblem(line, str(exc)))
+        except (msgspec.ValidationError, UnrepresentableTime) as exc:
+            problems.append(RowProblem(line, exc.detail if isinstance(exc, UnrepresentableTime) else str(exc)))
             continue
         problem = _policy_problem(row, policy, now, skew)
         if problem:

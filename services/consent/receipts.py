@@ -266,9 +266,9 @@ def _check(facts: ReceiptFacts) -> None:
             raise ReceiptError(f"{name} is empty")
     if facts.action not in ("given", "withdrawn"):
         raise ReceiptError(f"action {facts.action!r} has no receipt; expected 'given' or 'withdrawn'")
-    if not _LANGUAGE.match(facts.language):
+    if not _LANGUAGE.fullmatch(facts.language):
         raise ReceiptError(f"language {facts.language!r} is not an ISO 639-1 code such as 'en' or 'sv'")
-    if not _HEX_SHA256.match(facts.ledger_hash):
+    if not _HEX_SHA256.fullmatch(facts.ledger_hash):
         raise ReceiptError("ledger_hash must be the lower-case hex SHA-256 of the ledger event")
 
 

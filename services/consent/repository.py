@@ -21,10 +21,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.consent.chain import GENESIS_HASH, ChainedEvent, ChainHead, canonical_json
 from services.consent.models import ConsentChain, ConsentEvent, ConsentState, IdempotencyRecord, PublishedNotice
-from tillit.db import autocommit_connection, driver_connection, release_autocommit
+from tillit.db import Database, autocommit_connection, bare_fetch, driver_connection, release_autocommit
 from tillit.types import as_utc
 
-__all__ = ["ActiveRow", "ConsentRepository", "StateRow", "states_of_subjects"]
+__all__ = ["ActiveRow", "ConsentRepository", "StateRow", "purpose_state_rows", "states_of_subjects"]
 
 _chain = ConsentChain.__table__  # type: ignore[attr-defined]
 _event = ConsentEvent.__table__  # type: ignore[attr-defined]
@@ -201,6 +201,12 @@ async def states_of_subjects(driver: Any, subject_ids: Sequence[str]) -> dict[st
     return states
 
 
+async def purpose_state_rows(database: Database, purpose: str, subject_ids: list[str]) -> list[Any]:
+    """:meth:`ConsentRepository.states_of` as asyncpg records in :class:`StateRow`'s column order, on a bare
+    connection without a session (PostgreSQL only): the gateway's batched reads take this path."""
+    return await bare_fetch(database, _PG_PURPOSE_STATES, purpose, subject_ids)
+
+
 class ActiveRow(msgspec.Struct, frozen=True):
     """One subject whose consent to a purpose counts now (the audience query's row)."""
 
@@ -357,17 +363,21 @@ class ConsentRepository:
         )
         return [ActiveRow(row[0], row[1], row[2], as_utc(row[3]) if row[3] else None) for row in result]
 
-    async def states_of(self, purpose: str, subject_ids: Sequence[str]) -> list[StateRow]:
-        """The current state of ``purpose`` for each of these subjects that has one."""
+    async def states_of(self, purpose: str, subject_ids: Sequence[str]) -> Sequence[Sequence[Any]]:
+        """The current state of ``purpose`` for each of these subjects that has one, in subject order.
+
+        Rows in :class:`StateRow`'s column order, unwrapped: :func:`services.consent.service.purpose_states_at`
+        reads them once, so building a ``StateRow`` per row would be work for nothing.
+        """
         driver = await self._asyncpg()
         if driver is not None:
-            return [StateRow(*row) for row in await driver.fetch(_PG_PURPOSE_STATES, purpose, list(subject_ids))]
+            return await driver.fetch(_PG_PURPOSE_STATES, purpose, list(subject_ids))  # type: ignore[no-any-return]
         result = await self.session.exec(  # type: ignore[call-overload]
             core_select(*(_state.c[name] for name in StateRow.__struct_fields__))
             .where(_state.c.purpose == purpose, _state.c.subject_id.in_(subject_ids))
             .order_by(_state.c.subject_id)
         )
-        return [StateRow(*row) for row in result]
+        return result.all()  # type: ignore[no-any-return]
 
     async def events_for(self, subject_id: str) -> Sequence[ConsentEvent]:
         result = await self.session.exec(

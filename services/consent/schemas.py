@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from services.consent.repository import ActiveRow
+from tillit.patterns import exact
 from tillit.policy import Language
 from tillit.types import IPAddress, PurposeKey, SubjectId, check_utc_representable
 
@@ -39,7 +40,7 @@ __all__ = [
     "SubjectPurposeState",
 ]
 
-SourceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$", max_length=80)]
+SourceName = Annotated[str, msgspec.Meta(pattern=exact(r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$"), max_length=80)]
 
 
 class Evidence(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -20,7 +20,7 @@ from services.consent.heads import ChainHeadCache
 from services.consent.imports import parse_batch
 from services.consent.models import ConsentState
 from services.consent.receipts import ReceiptFacts, build_receipt, sign_receipt
-from services.consent.repository import ConsentRepository, StateRow, states_of_subjects
+from services.consent.repository import ConsentRepository, StateRow, purpose_state_rows, states_of_subjects
 from services.consent.schemas import (
     ActiveConsents,
     ConfirmConsent,
@@ -50,7 +50,17 @@ from tillit.problems import BadRequest, Conflict, NotFound, Unprocessable
 from tillit.read_batch import ReadBatcher, database_unavailable
 from tillit.types import as_utc, utcnow
 
-__all__ = ["CLOCK_SKEW", "BatchedStateReads", "ConsentService", "SigningKeys", "status_out", "truncate_ip"]
+__all__ = [
+    "CLOCK_SKEW",
+    "BatchedStateReads",
+    "ConsentService",
+    "SigningKeys",
+    "known_purpose",
+    "purpose_states_at",
+    "read_purpose_states",
+    "status_out",
+    "truncate_ip",
+]
 
 T = TypeVar("T")
 _ACTIONS = {"give": "given", "refuse": "refused", "withdraw": "withdrawn"}
@@ -535,8 +545,7 @@ class ConsentService:
         )
 
     def _known_purpose(self, purpose: str) -> None:
-        if purpose not in self.policy.purposes:
-            raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
+        known_purpose(self.policy, purpose)
 
     async def active(self, purpose: str, after: str, limit: int) -> ActiveConsents:
         """A page of the subjects whose consent to ``purpose`` counts now (the gateway's audiences).
@@ -554,11 +563,7 @@ class ConsentService:
         """The state of one purpose for many subjects at once (objections under legitimate interest)."""
         self._known_purpose(purpose)
         now = self.clock()
-        states = []
-        for state in await self.repository.states_of(purpose, subject_ids):
-            out = self._status_out(state, now)
-            states.append(SubjectPurposeState(**msgspec.structs.asdict(out), subject_id=state.subject_id))
-        return PurposeStates(purpose=purpose, as_of=now, states=states)
+        return purpose_states_at(purpose, await self.repository.states_of(purpose, subject_ids), now, self.policy)
 
     async def reconsent(self, subject_id: str) -> ReconsentNeeded:
         """Purposes whose consent a material notice change has suspended, with the notice to show."""
@@ -650,6 +655,59 @@ def status_out(state: ConsentState | StateRow, now: datetime, policy: Policy) ->
         expires_at=expires_at,
         needs_reconsent=stale,
     )
+
+
+def known_purpose(policy: Policy, purpose: str) -> None:
+    """Refuse (422) a purpose the policy does not declare."""
+    if purpose not in policy.purposes:
+        raise Unprocessable(f"purpose {purpose!r} is not declared in the policy", slug="unknown-purpose")
+
+
+def purpose_states_at(purpose: str, rows: Iterable[Sequence[Any]], now: datetime, policy: Policy) -> PurposeStates:
+    """The answer of :meth:`ConsentService.purpose_states` from its rows (:class:`StateRow`'s columns).
+
+    Each row means what :func:`status_out` says it means; this is that derivation unrolled for one
+    purpose, its re-consent floor taken once per batch and each state built once: ``status_out``
+    then a copy with the subject cost ~1.6 µs per row, this ~0.4 µs (in process, 16 rows).
+    """
+    floor = policy.reconsent_floor(purpose, now)
+    states = []
+    for subject_id, row_purpose, status, since, event_id, notice_version, expires_at in rows:
+        if expires_at is not None:
+            expires_at = as_utc(expires_at)
+        given = status == "given"
+        expired = given and expires_at is not None and expires_at <= now
+        stale = given and not expired and (notice_version or 1) < floor
+        states.append(
+            SubjectPurposeState(
+                row_purpose,
+                "expired" if expired else status,
+                given and not expired and not stale,
+                as_utc(since),
+                event_id,
+                notice_version,
+                expires_at,
+                stale,
+                subject_id,
+            )
+        )
+    return PurposeStates(purpose=purpose, as_of=now, states=states)
+
+
+async def read_purpose_states(
+    database: Database, policy: Policy, purpose: str, subject_ids: list[str], clock: Callable[[], datetime] = utcnow
+) -> PurposeStates:
+    """:meth:`ConsentService.purpose_states` on PostgreSQL as one statement on a bare connection.
+
+    Every profile release's consent read comes here in the gateway's batches. No session, service or
+    repository around the statement: with the read session (an ``AsyncSession``, its context
+    manager and lender) and the ORM-shaped rows, a batch of 1-4 subjects cost ~140 µs of CPU, without
+    them ~85 µs (``bench.batch_reads``). The same checks in the same order: the purpose (422), the
+    clock, then the read; a dropped connection is a 503 (see :func:`tillit.db.bare_fetch`).
+    """
+    known_purpose(policy, purpose)
+    now = clock()
+    return purpose_states_at(purpose, await purpose_state_rows(database, purpose, subject_ids), now, policy)
 
 
 class BatchedStateReads:

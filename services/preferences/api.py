@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Final
 
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, Litestar, Request, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK
@@ -23,9 +23,10 @@ from services.preferences.schemas import (
     ProfileStats,
     SubjectExport,
 )
-from services.preferences.service import BatchedProfileReads, ProfileService
-from tillit.db import provide_read_session, read_session
+from services.preferences.service import BatchedProfileReads, ProfileService, read_profile_batch
+from tillit.db import Database, database_read_session, provide_read_session, read_session
 from tillit.fast_path import BatchRead
+from tillit.patterns import exact
 from tillit.problems import problem_responses
 from tillit.types import SUBJECT_ID_PATTERN, SubjectIdPath
 
@@ -54,7 +55,7 @@ HistoryBefore = Annotated[
 AfterQuery = Annotated[
     str,
     Parameter(
-        pattern=f"^$|{SUBJECT_ID_PATTERN}",
+        pattern=f"{exact('^$')}|{SUBJECT_ID_PATTERN}",
         max_length=64,
         description="Only subjects after this one in subject order (``last`` of the previous page)",
     ),
@@ -144,10 +145,14 @@ class StatsController(Controller):
 _BATCH_MAX_BODY = 1024 * 1024
 
 
-async def _profile_batch(request: Request[Any, Any, Any], data: ProfileBatchRequest) -> ProfileBatch:
-    """Every profile release's profile read comes here in the gateway's batches: the session is
-    opened here, not injected (see read_session)."""
-    async with read_session(request) as session:
+async def _profile_batch(app: Litestar, data: ProfileBatchRequest) -> ProfileBatch:
+    """Every profile release's profile read comes here in the gateway's batches: on PostgreSQL one
+    statement on a bare connection (see read_profile_batch), else a session opened here, not
+    injected (see read_session)."""
+    database: Database = app.state.database
+    if not database.is_sqlite:
+        return await read_profile_batch(database, data.subject_ids)
+    async with database_read_session(database) as session:
         return await ProfileService(ProfileRepository(session)).batch(data.subject_ids)
 
 
@@ -171,13 +176,11 @@ class ProfileBatchController(Controller):
     )
     async def batch(self, data: ProfileBatchRequest, request: Request[Any, Any, Any]) -> ProfileBatch:
         # Its common form is answered before Litestar sees it (PROFILE_BATCH, tillit.fast_path).
-        return await _profile_batch(request, data)
+        return await _profile_batch(request.app, data)
 
 
-async def _fast_profile_batch(
-    request: Request[Any, Any, Any], _path: re.Match[str], data: ProfileBatchRequest
-) -> ProfileBatch:
-    return await _profile_batch(request, data)
+async def _fast_profile_batch(app: Litestar, _path: re.Match[str], data: ProfileBatchRequest) -> ProfileBatch:
+    return await _profile_batch(app, data)
 
 
 PROFILE_BATCH: Final = BatchRead(

@@ -16,9 +16,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from services.preferences.models import SUBJECT_TABLES, ProfileChange, ProfileSubject, ProfileValue
 from services.preferences.quizzes.models import QuizSession
-from tillit.db import driver_connection
+from tillit.db import Database, bare_fetch, driver_connection
 
-__all__ = ["ProfileRepository", "StoredValue", "stored_values_of"]
+__all__ = ["ProfileRepository", "StoredValue", "profiles_of_subjects", "stored_values_of"]
 
 _subject = ProfileSubject.__table__  # type: ignore[attr-defined]
 _PG_VALUES: Final = "SELECT field, value, source, updated_at FROM profile_value WHERE subject_id = $1 ORDER BY field"
@@ -61,6 +61,12 @@ _PG_SUBJECTS_AFTER: Final = """
 SELECT subject_id FROM profile_subject WHERE subject_id > $1 ORDER BY subject_id LIMIT $2
 """
 _decode_fields = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+async def profiles_of_subjects(database: Database, subject_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """:meth:`ProfileRepository.profiles_of` on a bare connection without a session (PostgreSQL only):
+    the gateway's batched profile reads take this path."""
+    return [(row[0], _decode_fields(row[1])) for row in await bare_fetch(database, _PG_PROFILES, subject_ids)]
 
 
 @cache

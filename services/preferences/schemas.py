@@ -14,6 +14,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from services.preferences.quizzes.schemas import QuizSessionRecord
+from tillit.patterns import exact
 from tillit.profile_values import (
     PRINTABLE,
     ContactFrequency,
@@ -53,9 +54,9 @@ __all__ = [
 ]
 
 Email = Annotated[str, msgspec.Meta(min_length=3, max_length=254, extra_json_schema={"format": "email"})]
-E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164, e.g. +46701234567")]
+E164 = Annotated[str, msgspec.Meta(pattern=exact(r"^\+[1-9][0-9]{6,14}$"), description="E.164, e.g. +46701234567")]
 FirstName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=PRINTABLE)]
-SourceName = Annotated[str, msgspec.Meta(pattern=r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$", max_length=80)]
+SourceName = Annotated[str, msgspec.Meta(pattern=exact(r"^[a-z_]+(:[A-Za-z0-9._-]{1,64})?$"), max_length=80)]
 
 CONTACT_FREQUENCY_CHANNELS: tuple[str, ...] = ContactFrequency.__struct_fields__
 

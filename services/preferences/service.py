@@ -13,7 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from services.preferences.models import ProfileChange, ProfileValue
 from services.preferences.quizzes.models import QuizSession
 from services.preferences.quizzes.schemas import QuizSessionRecord
-from services.preferences.repository import ProfileRepository, StoredValue, stored_values_of
+from services.preferences.repository import ProfileRepository, StoredValue, profiles_of_subjects, stored_values_of
 from services.preferences.schemas import (
     CONTACT_FREQUENCY_CHANNELS,
     MERGED_FIELDS,
@@ -40,7 +40,7 @@ from tillit.problems import NotFound, Unprocessable
 from tillit.read_batch import ReadBatcher, database_unavailable
 from tillit.types import as_utc, utcnow
 
-__all__ = ["SERVICE_NAME", "BatchedProfileReads", "ProfileService", "check_fields_declared"]
+__all__ = ["SERVICE_NAME", "BatchedProfileReads", "ProfileService", "check_fields_declared", "read_profile_batch"]
 
 SERVICE_NAME: Final = "preferences"
 _TEXT_LISTS: Final = frozenset({"favourite_categories", "favourite_brands", "topics"})
@@ -54,6 +54,18 @@ def check_fields_declared(policy: Policy) -> None:
     unknown_channels = sorted(set(CONTACT_FREQUENCY_CHANNELS) - set(policy.channels))
     if unknown_channels:
         raise RuntimeError(f"contact_frequency names channels missing from the policy: {', '.join(unknown_channels)}")
+
+
+async def read_profile_batch(database: Database, subject_ids: list[str]) -> ProfileBatch:
+    """:meth:`ProfileService.batch` on PostgreSQL as one statement on a bare connection.
+
+    Every profile release's profile read comes here in the gateway's batches. No session, service or
+    repository around the statement: with the read session (an ``AsyncSession``, its context
+    manager and lender) a batch of 1-4 subjects cost ~130 µs of CPU, without it ~85 µs
+    (``bench.batch_reads``). A dropped connection is a 503 (see :func:`tillit.db.bare_fetch`).
+    """
+    rows = await profiles_of_subjects(database, subject_ids)
+    return ProfileBatch(profiles=[SubjectProfile(subject_id, fields) for subject_id, fields in rows])
 
 
 class ProfileService:

@@ -28,27 +28,23 @@ from services.rules.schemas import (
     SegmentMatchRequest,
     SegmentOut,
 )
-from services.rules.service import ExposureService, PolicyReport, RulesService
+from services.rules.service import ExposureService, PolicyReport, RulesService, current_engine
 from tillit.db import provide_read_session
+from tillit.patterns import exact
 from tillit.problems import problem_responses
 from tillit.types import PURPOSE_PATTERN
 
 __all__ = ["CatalogueController", "DefinitionController", "ExperimentController", "SegmentController"]
 
-SegmentKeyPath = Annotated[str, Parameter(pattern=r"^[a-z][a-z0-9_-]{0,63}$", description="A segment key")]
+SegmentKeyPath = Annotated[str, Parameter(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"), description="A segment key")]
 Kind = Literal["segment", "rule", "slot"]
 
 
 async def provide_current_engine(request: Request[Any, Any, Any]) -> Engine:
     """The compiled definitions, checked against the database at most once a second (see
-    :data:`services.rules.engine.RECHECK_SECONDS`): evaluation never writes, and usually opens no
+    :func:`services.rules.service.current_engine`): evaluation never writes, and usually opens no
     session at all (making and closing one was ~15 % of a decision's CPU here)."""
-    state = request.app.state
-    engine: Engine = state.engine
-    if engine.fresh(state.policy):
-        return engine
-    async with state.database.sessionmaker() as session:
-        return await RulesService(DefinitionRepository(session), state.policy, engine).current()
+    return await current_engine(request.app.state)
 
 
 _READ = {"session": Provide(provide_read_session)}

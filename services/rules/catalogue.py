@@ -14,6 +14,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from tillit.list_patterns import ListPattern
+from tillit.patterns import exact
 
 __all__ = [
     "BRANDS",
@@ -70,7 +71,7 @@ BRANDS: Final = (
 PRICE_BANDS: Final = {"Gucci": (1_800, 9_000), "Armani": (1_200, 6_000)}
 TAGS: Final = ("new", "organic", "recycled", "bestseller", "limited", "vegan", "waterproof", "slim", "relaxed")
 
-PRODUCT_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+PRODUCT_ID_PATTERN: Final = exact(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 ProductId = Annotated[str, msgspec.Meta(pattern=PRODUCT_ID_PATTERN)]
 PRODUCT_IDS: Final = ListPattern(PRODUCT_ID_PATTERN)
 """A :class:`Product`'s id: a list of candidates holds them all to the pattern at once."""

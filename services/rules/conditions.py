@@ -28,6 +28,8 @@ from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
+from tillit.patterns import exact
+
 __all__ = [
     "CONTEXT_TYPES",
     "MAX_DEPTH",
@@ -74,11 +76,11 @@ Scalar = Annotated[str, msgspec.Meta(max_length=200)] | int | float | bool
 FieldPath = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^(profile|context|product)(\.[a-z][a-z0-9_]{0,63}){1,2}$",
+        pattern=exact(r"^(profile|context|product)(\.[a-z][a-z0-9_]{0,63}){1,2}$"),
         description="profile.<field or trait>[.<key>], context.<key> or product.<attribute>",
     ),
 ]
-SegmentRef = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+SegmentRef = Annotated[str, msgspec.Meta(pattern=exact(r"^[a-z][a-z0-9_.-]{0,63}$"))]
 
 
 class Condition(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -40,6 +40,7 @@ from services.rules.conditions import (
     segment_references,
 )
 from services.rules.selection import BitSelector, compile_bits
+from tillit.patterns import exact
 from tillit.policy import Policy
 from tillit.problems import Unprocessable
 from tillit.types import PurposeKey
@@ -64,11 +65,11 @@ __all__ = [
     "compile_definition",
 ]
 
-KEY_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
-SLOT_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})?$"
+KEY_PATTERN: Final = exact(r"^[a-z][a-z0-9_-]{0,63}$")
+SLOT_PATTERN: Final = exact(r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})?$")
 Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
 SlotKey = Annotated[str, msgspec.Meta(pattern=SLOT_PATTERN, description="A content slot, e.g. home.hero")]
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=exact(r"^[^\x00-\x1f\x7f]+$"))]
 """Printable: a title is stored as text, which cannot hold NUL on PostgreSQL."""
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 

@@ -8,15 +8,16 @@ shoppers.
 
 What takes this path: exactly ``POST /v1/decide`` without a query string or root path, with a
 JSON content type, a service token the app's verifier accepts (checked before the body is read,
-as the route checks it), a body within the route's bound, compiled definitions that need no look
-at the database (:meth:`Engine.fresh`) and a body that decodes into
+as the route checks it), a body within the route's bound and a body that decodes into
 :class:`~services.rules.schemas.RawCandidatesDecisionRequest` with candidates that decode as
 :class:`~services.rules.schemas.DecisionRequest` would decode them (their table comes from
 :attr:`Engine.candidate_tables` when the same JSON was sent before), every other ``candidates``
 value of a repeated key included.
 
-Everything else — a missing or bad token, another content type, a body too large or invalid, an
-``OPTIONS``, a stale engine — goes to Litestar unchanged, with the body read so far handed on as
+The compiled definitions are rechecked against the database here as the route rechecks them
+(:func:`~services.rules.service.current_engine`). Everything else — a missing or bad token, another
+content type, a body too large or invalid, an ``OPTIONS``, a database that cannot be asked whether
+the definitions are current — goes to Litestar unchanged, with the body read so far handed on as
 it came: there the route checks and refuses as before, so every problem document is the one it
 always was (the tests hold the two paths to the same answers). The decision is the same
 :meth:`Engine.decide_on`, encoded and framed as Litestar frames it (``content-type``,
@@ -33,6 +34,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.rules.engine import Engine
 from services.rules.schemas import DecisionRequest, RawCandidatesDecisionRequest
+from services.rules.service import current_engine
 from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem, replaying, whole_body
 from tillit.service_tokens import ServiceTokenVerifier, authorization_of
 
@@ -60,9 +62,14 @@ class FastDecide:
         if not self._takes(scope) or not self._authorized(scope):
             await self._fallback(scope, receive, send)
             return
+        try:
+            engine = await current_engine(self._app.state)
+        except Exception:  # the database cannot be asked: the route answers it as it always has
+            await self._fallback(scope, receive, send)
+            return
         messages: list[Message] = []
         body = await whole_body(receive, messages, DECIDE_BODY_BYTES)
-        request = None if body is None else self._decodable(body)
+        request = None if body is None else _decodable(engine, body)
         if request is None:
             await self._fallback(scope, replaying(messages, receive), send)
             return
@@ -116,19 +123,16 @@ class FastDecide:
             return False
         return True
 
-    def _decodable(self, body: bytes) -> tuple[Engine, RawCandidatesDecisionRequest] | None:
-        """The engine and the decoded body when the engine is fresh and the body valid."""
-        state = self._app.state
-        engine: Engine = state.engine
-        if not engine.fresh(state.policy):
-            return None
-        try:
-            decoded = _decode(body)
-        except Exception:  # ValidationError, DecodeError, RecursionError: the route's problem documents
-            return None
-        if not _one_candidates_field(body, decoded.candidates):
-            return None
-        return engine, decoded
+
+def _decodable(engine: Engine, body: bytes) -> tuple[Engine, RawCandidatesDecisionRequest] | None:
+    """The engine and the decoded body when the body is valid."""
+    try:
+        decoded = _decode(body)
+    except Exception:  # ValidationError, DecodeError, RecursionError: the route's problem documents
+        return None
+    if not _one_candidates_field(body, decoded.candidates):
+        return None
+    return engine, decoded
 
 
 def _one_candidates_field(body: bytes, candidates: msgspec.Raw) -> bool:

@@ -10,6 +10,7 @@ import msgspec
 from services.rules.catalogue import PRODUCT_IDS, Product
 from services.rules.conditions import Condition
 from services.rules.definitions import Title
+from tillit.patterns import exact
 from tillit.types import ProfileFieldName, PurposeKey
 
 __all__ = [
@@ -37,10 +38,10 @@ __all__ = [
     "check_candidate_ids",
 ]
 
-NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
-SLOT_PATTERN = r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})?$"
+NAME_PATTERN = exact(r"^[a-z][a-z0-9_-]{0,31}$")
+SLOT_PATTERN = exact(r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})?$")
 MAX_CANDIDATES = 500
-CONTEXT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+CONTEXT_ID_PATTERN = exact(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 MAX_SLOTS = 10
 
 Scalar = Annotated[str, msgspec.Meta(max_length=200)] | int | float | bool
@@ -57,7 +58,7 @@ class FlatCondition(msgspec.Struct, forbid_unknown_fields=True):
 class SegmentIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A segment through the first API: a flat ``conditions`` list (all must hold) or a ``when`` tree."""
 
-    key: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+    key: Annotated[str, msgspec.Meta(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"))]
     title: Title
     purpose: PurposeKey
     conditions: Annotated[list[FlatCondition], msgspec.Meta(min_length=1, max_length=20)] | None = None
@@ -131,7 +132,7 @@ class DecisionContext(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 CandidateList = Annotated[list[Product], msgspec.Meta(max_length=MAX_CANDIDATES)]
 _Profile = Annotated[dict[ProfileFieldName, Any], msgspec.Meta(max_length=100)]
 _Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)]
-_AssignmentKey = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
+_AssignmentKey = Annotated[str, msgspec.Meta(pattern=exact(r"^[A-Za-z0-9_-]{16,64}$"))]
 
 
 class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from litestar import Litestar, Request, get
 
-from tillit.db import Database, bare_connection, driver_connection, read_session
+from tillit.db import Database, bare_connection, bare_fetch, driver_connection, read_session
 from tillit.problems import exception_handlers
 from tillit.testing import POSTGRES_URL
 
@@ -51,7 +51,15 @@ def _app(database: Database) -> Litestar:
             await _terminate(await driver.fetchval("SELECT pg_backend_pid()"))
             return {"never": await driver.fetchval("SELECT 1")}
 
-    app = Litestar([backend, dropped_midway, read_session_dropped_midway], exception_handlers=exception_handlers)
+    @get("/bare-fetch-dropped-midway")
+    async def bare_fetch_dropped_midway() -> dict[str, Any]:
+        # The backend ends itself while it runs the statement, as a server shutting down would.
+        return {"never": await bare_fetch(database, "SELECT pg_terminate_backend(pg_backend_pid()), pg_sleep(5)")}
+
+    app = Litestar(
+        [backend, dropped_midway, read_session_dropped_midway, bare_fetch_dropped_midway],
+        exception_handlers=exception_handlers,
+    )
     app.state.database = database
     return app
 
@@ -64,7 +72,7 @@ async def test_a_connection_dropped_under_a_request_is_a_503_and_the_next_reques
         before = await client.get("/backend")
         assert before.status_code == 200
 
-        for path in ("/dropped-midway", "/read-session-dropped-midway"):
+        for path in ("/dropped-midway", "/read-session-dropped-midway", "/bare-fetch-dropped-midway"):
             dropped = await client.get(path)
             assert dropped.status_code == 503, dropped.text
             assert dropped.headers["content-type"].startswith("application/problem+json")

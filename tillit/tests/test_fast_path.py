@@ -24,8 +24,10 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from services.consent import service as consent_service
 from services.consent.app import create_app as create_consent
 from services.consent.repository import ConsentRepository
+from services.preferences import service as preferences_service
 from services.preferences.app import create_app as create_preferences
 from services.preferences.repository import ProfileRepository
 from tillit.db import Database
@@ -282,6 +284,9 @@ async def test_a_database_failure_is_the_routes_503_and_a_bug_its_500(
 
     monkeypatch.setattr(ConsentRepository, "states_of", broken)
     monkeypatch.setattr(ProfileRepository, "profiles_of", broken)
+    # On PostgreSQL both paths read without a repository (one statement on a bare connection).
+    monkeypatch.setattr(consent_service, "purpose_state_rows", broken)
+    monkeypatch.setattr(preferences_service, "profiles_of_subjects", broken)
     for service, path in ((consent, STATES), (preferences, PROFILES)):
         failure[:] = [OperationalError("SELECT", {}, ConnectionResetError("the database went away"))]
         answer = await service.both(path, _ids("astrid"))

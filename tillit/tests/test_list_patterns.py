@@ -9,8 +9,9 @@ import msgspec
 import pytest
 
 from tillit.list_patterns import ListPattern
+from tillit.patterns import exact
 
-PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+PATTERN = exact(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 ONE = Annotated[str, msgspec.Meta(pattern=PATTERN)]
 PIECES = ("a", "Z", "9", ".", "_", ":", "-", "\n", "\x00", "é", " ", "$", "ab" * 20)
 
@@ -43,7 +44,9 @@ def _list_refusal(listed: ListPattern, values: list[str]) -> str | None:
 def test_the_first_value_that_fails_is_named() -> None:
     listed = ListPattern(PATTERN)
     listed.check([], "$[{}]".format)
-    listed.check(["a", "b\n", "c" * 64], "$[{}]".format)
+    listed.check(["a", "b", "c" * 64], "$[{}]".format)
+    with pytest.raises(ValueError, match=r"at `\$\[1\]`$"):
+        listed.check(["a", "b\n", "c"], "$[{}]".format)  # Python's $ alone would let the newline through
     with pytest.raises(ValueError, match=r"at `\$\.ids\[2\]`$"):
         listed.check(["a", "b", "-c", "d\x00e", ""], "$.ids[{}]".format)
     # A value holding the separator the whole list is joined with is still one (bad) value.
@@ -55,6 +58,10 @@ def test_the_published_schema_keeps_the_pattern() -> None:
     class Item(msgspec.Struct):
         id: Annotated[str, ListPattern(PATTERN).meta]
 
-    assert msgspec.json.schema(Item)["$defs"]["Item"]["properties"]["id"] == {"type": "string", "pattern": PATTERN}
-    with pytest.raises(ValueError, match="anchored"):
-        ListPattern("[a-z]+")
+    assert msgspec.json.schema(Item)["$defs"]["Item"]["properties"]["id"] == {
+        "type": "string",
+        "pattern": PATTERN,
+    }
+    for loose in ("[a-z]+", "^[a-z]+$"):
+        with pytest.raises(ValueError, match="exact"):
+            ListPattern(loose)

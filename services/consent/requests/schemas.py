@@ -7,6 +7,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from tillit.patterns import exact
 from tillit.types import PurposeKey, SubjectId
 
 __all__ = [
@@ -37,9 +38,9 @@ TERMINAL_STATUSES: Final = frozenset({"completed", "rejected"})
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 200
 
-CHANNEL_PATTERN: Final = r"^[a-z][a-z0-9_]{0,39}$"
-ACTOR_PATTERN: Final = r"^[a-z][a-z0-9_]{0,39}(:[A-Za-z0-9._@-]{1,64})?$"
-CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]{1,200}$"
+CHANNEL_PATTERN: Final = exact(r"^[a-z][a-z0-9_]{0,39}$")
+ACTOR_PATTERN: Final = exact(r"^[a-z][a-z0-9_]{0,39}(:[A-Za-z0-9._@-]{1,64})?$")
+CURSOR_PATTERN: Final = exact(r"^[A-Za-z0-9_-]{1,200}$")
 
 Channel = Annotated[
     str,
@@ -60,7 +61,7 @@ Actor = Annotated[
 # At least one non-blank character and no NUL (PostgreSQL text cannot hold it), for decoder and schema alike.
 # Explicit ASCII whitespace: ``\s`` means different characters in Python and in the ECMA-262
 # regexes of JSON Schema, so a note a client validated could be refused here.
-TEXT_PATTERN: Final = r"^[ \t\r\n]*[^ \t\r\n\x00][^\x00]*$"
+TEXT_PATTERN: Final = exact(r"^[ \t\r\n]*[^ \t\r\n\x00][^\x00]*$")
 Note = Annotated[str, msgspec.Meta(min_length=1, max_length=1000, pattern=TEXT_PATTERN)]
 Details = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=TEXT_PATTERN)]
 

@@ -10,11 +10,11 @@ import pytest
 
 from services.consent.repository import StateRow
 from services.consent.schemas import ConfirmConsent
-from services.consent.service import BatchedStateReads
+from services.consent.service import BatchedStateReads, read_purpose_states
 from services.consent.tests.support import POLICY, PROFILED, consent_service, record
 from tillit.db import Database
 from tillit.policy import Policy
-from tillit.problems import Unavailable
+from tillit.problems import Unavailable, Unprocessable
 
 pytestmark = pytest.mark.anyio
 
@@ -86,6 +86,24 @@ async def test_every_kind_of_state_reads_the_same_in_a_batch_as_alone(database: 
         "lapsed": ("expired", False, False),
     }
     assert kinds[EMAIL] == {"pending": ("pending", False, False), "confirmed": ("given", True, False)}
+
+
+async def test_the_bare_purpose_state_read_answers_as_the_service_does(database: Database) -> None:
+    """On PostgreSQL the gateway's batches are read without a session (``read_purpose_states``): every
+    kind of state derived the same, encoded to the same bytes; an unknown purpose the same 422."""
+    if database.is_sqlite:
+        pytest.skip("the bare batch read is PostgreSQL's (SQLite reads through the session)")
+    policy = _material_change()
+    await seed_every_kind(database, policy)
+    for purpose in (PROFILED, EMAIL):
+        for subjects in (SUBJECTS, ["given", "given", "nobody"], []):
+            async with consent_service(database, policy, lambda: NOW) as service:
+                expected = await service.purpose_states(purpose, subjects)
+            bare = await read_purpose_states(database, policy, purpose, subjects, clock=lambda: NOW)
+            assert bare == expected
+            assert msgspec.json.encode(bare) == msgspec.json.encode(expected)
+    with pytest.raises(Unprocessable, match=r"no\.such\.purpose"):
+        await read_purpose_states(database, policy, "no.such.purpose", ["given"])
 
 
 async def test_batched_current_state_reads_answer_as_the_single_read_and_see_every_acknowledged_write(

@@ -10,8 +10,10 @@ import pytest
 
 from services.consent.schemas import ImportBatch, RecordConsent, RecordedConsent
 from services.consent.tests.support import PROFILED, SMS, consent_service, verify
+from tillit.app import decode_strictly
 from tillit.db import Database
 from tillit.problems import Unprocessable
+from tillit.types import UnrepresentableTime
 
 pytestmark = pytest.mark.anyio
 
@@ -97,10 +99,14 @@ async def test_unreadable_csv_and_times_outside_the_calendar_in_utc_are_row_prob
     assert (await verify(database)).events == 0
 
 
-async def test_a_time_outside_the_calendar_in_utc_is_invalid_input_not_an_overflow() -> None:
+async def test_a_time_outside_the_calendar_in_utc_is_unprocessable_not_an_overflow() -> None:
+    """Schema-valid (schemathesis sent ``+00:04``), so a 422 by the project's convention, never a 400."""
     body = {"purpose": PROFILED, "action": "give", "source": "import", "collected_at": "0001-01-01T00:00:00+00:38"}
-    with pytest.raises(msgspec.ValidationError, match="outside the years 1-9999"):
+    with pytest.raises(UnrepresentableTime, match="outside the years 1-9999") as refused:
         msgspec.json.decode(json.dumps(body), type=RecordConsent)
+    assert refused.value.status_code == 422
+    with pytest.raises(UnrepresentableTime):
+        decode_strictly(json.dumps(body).encode(), RecordConsent)
 
 
 async def test_an_empty_batch_is_refused(database: Database) -> None:

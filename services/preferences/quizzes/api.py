@@ -19,6 +19,7 @@ from services.preferences.repository import ProfileRepository
 from services.preferences.schemas import SubjectQuizSessions
 from services.preferences.service import ProfileService
 from tillit.db import Database, provide_read_session
+from tillit.patterns import exact
 from tillit.problems import problem_responses
 from tillit.types import SubjectIdPath
 
@@ -26,7 +27,9 @@ __all__ = ["QUIZ_CONTROLLERS", "QuizController", "QuizSessionController", "load_
 
 READ_ONLY = {"session": Provide(provide_read_session)}
 
-QuizIdPath = Annotated[str, Parameter(pattern=r"^[a-z][a-z0-9_-]{0,63}$", max_length=64, description="The quiz id")]
+QuizIdPath = Annotated[
+    str, Parameter(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"), max_length=64, description="The quiz id")
+]
 VersionQuery = Annotated[int | None, Parameter(ge=1, le=1_000_000, description="A quiz version (default: the latest)")]
 
 

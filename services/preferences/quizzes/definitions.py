@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import yaml
 
+from tillit.patterns import exact
 from tillit.policy import LANGUAGES, Language, Policy, TraitValue
 
 __all__ = [
@@ -52,7 +53,7 @@ END: Final = "end"
 MAX_CONDITION_DEPTH: Final = 4
 MAX_WEIGHT: Final = 10
 
-Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+Slug = Annotated[str, msgspec.Meta(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"))]
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 Localized = dict[Language, Text]
 Number = int | float
@@ -83,7 +84,7 @@ class AnswerError(ValueError):
 
 
 class Image(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    url: Annotated[str, msgspec.Meta(max_length=500, pattern=r"^(/[^/\s]|https://)\S*$")]
+    url: Annotated[str, msgspec.Meta(max_length=500, pattern=exact(r"^(/[^/\s]|https://)\S*$"))]
     alt: dict[Language, Text] = {}
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from services.preferences.quizzes.definitions import QuestionKind
+from tillit.patterns import exact
 from tillit.policy import Language
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "VersionAnalytics",
 ]
 
-QuizSlug = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+QuizSlug = Annotated[str, msgspec.Meta(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"))]
 QuizVersion = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
 OptionId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AnswerValue = (

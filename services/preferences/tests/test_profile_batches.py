@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from services.preferences.repository import StoredValue
-from services.preferences.service import BatchedProfileReads
+from services.preferences.service import BatchedProfileReads, read_profile_batch
 from services.preferences.tests.support import patch, profile_service
 from tillit.db import Database
 from tillit.problems import NotFound, Unavailable
@@ -65,6 +66,23 @@ async def test_a_batch_answers_each_profile_as_the_single_read_does(database: Da
         batch = {p.subject_id: p.fields for p in (await service.batch(["astrid", "bo", "nobody"])).profiles}
         alone = {subject: (await service.get(subject)).fields for subject in ("astrid", "bo")}
     assert batch == alone
+
+
+async def test_the_bare_batch_read_answers_as_the_service_does(database: Database) -> None:
+    """On PostgreSQL the gateway's profile batches are read without a session (``read_profile_batch``):
+    the same profiles in the same order, encoded to the same bytes."""
+    if database.is_sqlite:
+        pytest.skip("the bare batch read is PostgreSQL's (SQLite reads through the session)")
+    await patch(database, "s2", {"email": "two@example.com", "shoe_size": 40.5, "sizes": {"tops": "M"}})
+    await patch(database, "s1", {"first_name": 'Åsa "Ett" Ödmark', "favourite_brands": ["Acne Studios"]})
+    await patch(database, "s4", {"first_name": "Fyra"})
+    await patch(database, "s4", {"first_name": None})
+    for subjects in (["s4", "s2", "nobody", "s1", "s2"], ["nobody"], []):
+        async with profile_service(database) as service:
+            expected = await service.batch(subjects)
+        bare = await read_profile_batch(database, subjects)
+        assert bare == expected
+        assert msgspec.json.encode(bare) == msgspec.json.encode(expected)
 
 
 async def test_batched_single_reads_answer_as_the_single_read_and_see_every_acknowledged_patch(

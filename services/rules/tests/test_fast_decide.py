@@ -7,6 +7,7 @@ same, for good requests and for every kind of bad one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -22,6 +23,7 @@ from litestar.testing import TestClient
 from bench.decisions import SLOT, candidates, definitions
 from services.rules.app import create_app
 from services.rules.fast_decide import DECIDE_BODY_BYTES, FastDecide
+from services.rules.service import current_engine
 from services.rules.tests.support import PROFILED
 from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
 from tillit.service_tokens import ServiceTokenIssuer
@@ -83,8 +85,7 @@ def rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rules]:
 
         fast._fallback = recorded
         assert rules.post(_encode(_valid())).json()["segments"]  # compiles the definitions saved
-        assert rules.routed == ["POST /v1/decide"]
-        rules.routed.clear()
+        assert rules.routed == []
         client.app.state.engine._checked_at = float("inf")  # fresh from now on: no look at the database
         yield rules
 
@@ -232,10 +233,67 @@ def test_a_query_string_or_another_path_goes_to_litestar(rules: Rules) -> None:
     assert rules.routed == ["POST /v1/decide", "POST /v1/decide/", "POST /v1/evaluate"]
 
 
-def test_a_stale_engine_goes_to_litestar_which_looks_at_the_database(rules: Rules) -> None:
-    rules.client.app.state.engine.invalidate()
+def test_a_stale_engine_is_rechecked_on_the_fast_path(rules: Rules) -> None:
+    state = rules.client.app.state
+    state.engine.invalidate()
     served = rules.post(_encode(_valid()))
     assert served.status_code == 200
+    assert state.engine.fresh(state.policy)
+    assert rules.routed == []
+
+
+def test_a_definition_saved_meanwhile_is_seen_on_the_fast_path(rules: Rules) -> None:
+    before = rules.post(_encode(_valid())).json()
+    assert "everyone" not in before["segments"]
+    everyone = {
+        "kind": "segment",
+        "key": "everyone",
+        "title": "Everyone",
+        "purpose": PROFILED,
+        "when": {"field": "context.visit_count", "op": "gte", "value": 0},
+    }
+    saved = rules.client.post("/v1/definitions", json=everyone, headers=rules.headers)
+    assert saved.status_code == 201, saved.text
+    rules.routed.clear()
+    assert "everyone" in rules.post(_encode(_valid())).json()["segments"]
+    assert rules.routed == []
+
+
+def test_a_burst_of_stale_decisions_rechecks_once(rules: Rules) -> None:
+    state = rules.client.app.state
+    state.engine.invalidate()
+    sessionmaker = state.database.sessionmaker
+    opened: list[int] = []
+
+    def counted() -> Any:
+        opened.append(1)
+        return sessionmaker()
+
+    async def burst() -> list[Any]:
+        return await asyncio.gather(*(current_engine(state) for _ in range(8)))
+
+    state.database.sessionmaker = counted
+    try:
+        engines = rules.client.blocking_portal.call(burst)
+    finally:
+        state.database.sessionmaker = sessionmaker
+    assert opened == [1]
+    assert all(engine is state.engine for engine in engines)
+
+
+def test_a_database_that_cannot_be_asked_leaves_the_decision_to_the_route(rules: Rules) -> None:
+    state = rules.client.app.state
+    state.engine.invalidate()
+    sessionmaker = state.database.sessionmaker
+
+    def unreachable() -> Any:
+        raise ConnectionRefusedError("the database is down")
+
+    state.database.sessionmaker = unreachable
+    try:
+        served = rules.post(_encode(_valid()))
+    finally:
+        state.database.sessionmaker = sessionmaker
+    assert served.status_code >= 500
+    assert served.headers["content-type"].startswith("application/problem+json")
     assert rules.routed == ["POST /v1/decide"]
-    assert rules.post(_encode(_valid())).status_code == 200
-    assert rules.routed == ["POST /v1/decide"]  # fresh again
