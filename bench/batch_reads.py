@@ -62,6 +62,7 @@ async def _cpu_per_request(
             statuses.append(message["status"])
 
     async def once() -> None:
+        # Built here, not by tillit.testing.http_scope: --against runs this against checkouts without it.
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},

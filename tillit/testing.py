@@ -12,7 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 from sqlalchemy import text
@@ -25,6 +25,7 @@ __all__ = [
     "BACKENDS",
     "POSTGRES_URL",
     "fresh_component_environment",
+    "http_scope",
     "migrated_database",
     "postgres_available",
     "require_postgres",
@@ -79,3 +80,21 @@ def fresh_component_environment(data_dir: Path, monkeypatch: pytest.MonkeyPatch)
     for name in KEY_NAMES:
         ensure_signing_key(data_dir / "keys", name)
     return data_dir / "keys"
+
+
+def http_scope(method: str, path: str, headers: list[tuple[bytes, bytes]], query: str = "") -> dict[str, Any]:
+    """An ASGI HTTP scope as a server builds it, for driving an app without one (tests, in-process benches)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }

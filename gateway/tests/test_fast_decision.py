@@ -31,6 +31,7 @@ from gateway.schemas import RulesDecision, RulesReason
 from gateway.upstream import StoredProfile
 from tillit.problems import NotFound, TillitError, Unavailable
 from tillit.settings import Settings
+from tillit.testing import http_scope
 
 pytestmark = pytest.mark.anyio
 
@@ -304,27 +305,14 @@ async def _raw_post(
 ) -> int:
     """A request straight to the ASGI app with these body events (then a disconnect), whatever ``length``
     says (None: no ``Content-Length``, as a chunked body comes)."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": f"/v1/subjects/{ASTRID}/decisions",
-        "raw_path": f"/v1/subjects/{ASTRID}/decisions".encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"authorization", f"Bearer {gateway.token}".encode()),
-            (b"content-type", b"application/json"),
-            *([] if length is None else [(b"content-length", str(length).encode())]),
-            *extra,
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-        "state": {},
-    }
+    headers = [
+        (b"host", b"testserver"),
+        (b"authorization", f"Bearer {gateway.token}".encode()),
+        (b"content-type", b"application/json"),
+        *([] if length is None else [(b"content-length", str(length).encode())]),
+        *extra,
+    ]
+    scope = {**http_scope("POST", f"/v1/subjects/{ASTRID}/decisions", headers, query), "state": {}}
     pending = list(events)
     sent: list[dict[str, Any]] = []
 

@@ -35,7 +35,7 @@ from tillit.fast_path import FastBatchReads
 from tillit.keys import SERVICE_TOKEN_KEY, load_private_key
 from tillit.problems import PROBLEM_MEDIA_TYPE
 from tillit.service_tokens import ServiceTokenIssuer
-from tillit.testing import BACKENDS, POSTGRES_URL, fresh_component_environment, require_postgres
+from tillit.testing import BACKENDS, POSTGRES_URL, fresh_component_environment, http_scope, require_postgres
 
 pytestmark = pytest.mark.anyio
 
@@ -343,20 +343,7 @@ async def _asgi(
 ) -> tuple[int, dict[str, Any]]:
     """``POST path`` straight to the app as ASGI messages, on the client's event loop (the app's
     database connections belong to it): the status and the decoded answer."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    scope = http_scope("POST", path, [(b"host", b"testserver"), *headers])
     received = [
         {"type": "http.request", "body": chunk, "more_body": number < len(chunks) - 1}
         for number, chunk in enumerate(chunks)
