@@ -39,6 +39,7 @@ from typing import Any, Final
 import httpx
 
 from bench._load import (
+    SHIPPED_POLLING,
     Check,
     LoadError,
     LoadResult,
@@ -336,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     running_platform(
                         args.backend,
                         Path(tmp) / server,
-                        {"TILLIT_SERVER": server, "TILLIT_ACCESS_TOKEN_TTL": str(token_ttl)},
+                        {"TILLIT_SERVER": server, "TILLIT_ACCESS_TOKEN_TTL": str(token_ttl), **SHIPPED_POLLING},
                     )
                 )
                 platforms.append(prepare(server, running, args.subjects))

@@ -39,7 +39,7 @@ from typing import Any, Final
 import asyncpg
 import httpx
 
-from bench._load import machine_info, process_tree_cpu_seconds
+from bench._load import SHIPPED_POLLING, machine_info, process_tree_cpu_seconds
 from bench._report import command_line, emit_report, print_machine
 from bench.consent import PySpy, _py_spy, postmaster_pid, summarize_profile
 from tests.platform import RunningPlatform, postgres_available, running_platform
@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tillit-bench-audience-") as tmp, ExitStack() as stack:
             log("starting the platform (postgres, granian)")
             running = stack.enter_context(
-                running_platform("postgres", Path(tmp) / "platform", {"TILLIT_SERVER": "granian"})
+                running_platform("postgres", Path(tmp) / "platform", {"TILLIT_SERVER": "granian", **SHIPPED_POLLING})
             )
             running.add_channel("email", ["audiences:read"])
             measured = measure(running, args)

@@ -70,6 +70,7 @@ import msgspec
 from bench._baseline import serve_baseline
 from bench._http1 import HTTP1Client
 from bench._load import (
+    SHIPPED_POLLING,
     Check,
     LoadResult,
     Target,
@@ -1219,7 +1220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tillit-bench-consent-") as tmp, ExitStack() as stack:
             log("starting the platform (postgres, granian)")
             running = stack.enter_context(
-                running_platform("postgres", Path(tmp) / "platform", {"TILLIT_SERVER": "granian"})
+                running_platform("postgres", Path(tmp) / "platform", {"TILLIT_SERVER": "granian", **SHIPPED_POLLING})
             )
             consent = running.platform.settings["consent"]
             assert consent.database_schema is not None

@@ -47,6 +47,7 @@ import httpx
 import msgspec
 
 from bench._load import (
+    SHIPPED_POLLING,
     Load,
     LoadResult,
     Target,
@@ -538,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     {
                         "TILLIT_SERVER": "granian",
                         "TILLIT_ACCESS_TOKEN_TTL": "3600",
+                        **SHIPPED_POLLING,
                         "TILLIT_RULES_DEFINITIONS_DIR": "",
                     },
                 )

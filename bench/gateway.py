@@ -52,6 +52,7 @@ import msgspec
 from bench._baseline import serve_baseline
 from bench._http1 import HTTP1Client
 from bench._load import (
+    SHIPPED_POLLING,
     Load,
     LoadResult,
     Target,
@@ -86,6 +87,8 @@ __all__ = ["SIDES", "TARGETS", "main"]
 
 PURPOSE: Final = "personalize.content.profiled"
 CHANNEL: Final = "web"
+PLATFORM_SETTINGS: Final = {"TILLIT_SERVER": "granian", "TILLIT_ACCESS_TOKEN_TTL": "3600", **SHIPPED_POLLING}
+"""Granian, the shipped polling, and access tokens that outlast the run."""
 SIDES: Final = ("release", "bare", "consent", "profile")
 BASELINE: Final = "bare"
 PROCESSES: Final = {
@@ -526,11 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="tillit-bench-gateway-") as tmp, ExitStack() as stack:
             log("starting the platform (postgres, granian)")
-            running = stack.enter_context(
-                running_platform(
-                    "postgres", Path(tmp) / "platform", {"TILLIT_SERVER": "granian", "TILLIT_ACCESS_TOKEN_TTL": "3600"}
-                )
-            )
+            running = stack.enter_context(running_platform("postgres", Path(tmp) / "platform", PLATFORM_SETTINGS))
             running.add_channel(CHANNEL, ["profiles:read"])
             log(f"seeding {args.shoppers} shoppers (profile and consent)")
             seeded = run(seed(running, args.shoppers, args.concurrency, problems))

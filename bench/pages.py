@@ -42,7 +42,7 @@ from typing import Any, Final
 
 import httpx
 
-from bench._load import machine_info, percentile
+from bench._load import SHIPPED_POLLING, machine_info, percentile
 from bench._report import command_line, emit_report, print_machine
 from preference_center.assets import ensure_assets
 from tests.platform import RunningPlatform, postgres_available, running_platform
@@ -237,7 +237,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     ensure_assets()
     with (
         tempfile.TemporaryDirectory(prefix="bench-pages-") as directory,
-        running_platform(args.backend, Path(directory)) as running,
+        running_platform(args.backend, Path(directory), SHIPPED_POLLING) as running,
     ):
         running.add_channel("email", ["profiles:read", "consents:write"])
         sides, weight = asyncio.run(_measure_all(running, args))

@@ -53,6 +53,7 @@ import msgspec
 
 from bench._http1 import HTTP1Client
 from bench._load import (
+    SHIPPED_POLLING,
     LoadResult,
     Target,
     fast_load_client,
@@ -761,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="tillit-bench-preferences-") as tmp, ExitStack() as stack:
             log("starting the platform (postgres, granian)")
             running = stack.enter_context(
-                running_platform("postgres", Path(tmp) / "platform", {"TILLIT_SERVER": "granian"})
+                running_platform("postgres", Path(tmp) / "platform", {"TILLIT_SERVER": "granian", **SHIPPED_POLLING})
             )
             raw_schema = f"{running.env['TILLIT_DATABASE_SCHEMA_PREFIX']}bench_raw"
             stack.callback(lambda: run(_drop_schema(raw_schema)))
