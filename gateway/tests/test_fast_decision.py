@@ -10,7 +10,7 @@ common form must reach Litestar.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,36 +18,29 @@ import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
 
 from gateway.app import create_app
-from gateway.clients_cli import client_service
 from gateway.decisions import DECISION_BODY_BYTES
 from gateway.fast_decision import FastDecision
 from gateway.fast_release import FastRelease
 from gateway.ratelimit import RateLimiter
-from gateway.release import ConsentView
-from gateway.schemas import RulesDecision, RulesReason
-from gateway.upstream import StoredProfile
+from gateway.tests.fast_paths import (
+    ASTRID,
+    PURPOSE,
+    StubUpstream,
+    access_token,
+    audit_rows,
+    same_answer,
+)
 from tillit.problems import NotFound, TillitError, Unavailable
 from tillit.settings import Settings
 from tillit.testing import http_scope
 
 pytestmark = pytest.mark.anyio
 
-PURPOSE = "personalize.content.profiled"
-ASTRID = "shopper-astrid"
-FIELDS = {"first_name": "Astrid", "email": "astrid@example.com", "sizes": {"tops": "M"}}
 PRODUCT = {"id": "p1", "brand": "Hope", "category": "jeans", "department": "womens", "price": 999.0}
 BODY = msgspec.json.encode(
     {"context": {"page": "home", "visit_count": 3}, "slots": ["home.hero"], "candidates": [PRODUCT], "limit": 5}
-)
-ANSWER = RulesDecision(
-    purpose=PURPOSE,
-    segments=["returning"],
-    variants={"home.hero": "bold"},
-    products=["p1"],
-    reasons=[RulesReason(rule="boost-hope", explanation="product.brand is Hope")],
 )
 
 
@@ -57,29 +50,6 @@ class _Refused(TillitError):
     status_code = 400
     slug = "validation"
     title = "The request is not valid"
-
-
-@dataclass
-class StubUpstream:
-    """The release's reads and the rules service's decision, from memory; ``failures`` makes them raise."""
-
-    failures: dict[str, Exception] = field(default_factory=dict)
-    rules_failure: Exception | None = None
-    reads: list[tuple[str, str]] = field(default_factory=list)
-    decided: list[Any] = field(default_factory=list)
-
-    async def release_reads(self, subject_id: str, purpose: str) -> tuple[ConsentView | None, StoredProfile]:
-        self.reads.append((subject_id, purpose))
-        if subject_id in self.failures:
-            raise self.failures[subject_id]
-        consent = ConsentView(status="given", active=True, event_id="e-1")
-        return consent, StoredProfile(subject_id=subject_id, fields=dict(FIELDS))
-
-    async def decide(self, request: dict[str, Any]) -> RulesDecision:
-        self.decided.append(msgspec.json.decode(msgspec.json.encode(request)))
-        if self.rules_failure is not None:
-            raise self.rules_failure
-        return ANSWER
 
 
 @dataclass
@@ -105,23 +75,7 @@ class Gateway:
         return await self.client.post(f"/v1/subjects/{subject_id}/decisions?{query}", content=body, headers=sent)
 
     async def audit_rows(self, subject_id: str) -> list[tuple[str, str]]:
-        async with self.client.app.state.database.engine.connect() as connection:
-            rows = await connection.execute(
-                text("SELECT purpose, outcome FROM release_record WHERE subject_id = :s ORDER BY released_at"),
-                {"s": subject_id},
-            )
-            return [(row.purpose, row.outcome) for row in rows]
-
-
-async def _token(client: AsyncTestClient[Litestar], settings: Settings, scopes: list[str]) -> str:
-    async with client_service(settings) as clients:
-        credentials = await clients.create("web", scopes)
-    answer = await client.post(
-        "/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(credentials.client_id, credentials.client_secret),
-    )
-    return str(answer.json()["access_token"])
+        return await audit_rows(self.client, subject_id)
 
 
 @pytest.fixture
@@ -142,8 +96,8 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
             await litestar(scope, receive, send)
 
         fast._fallback = recorded
-        token = await _token(client, settings, ["profiles:read", "decisions:read"])
-        profiles_only = await _token(client, settings, ["profiles:read"])
+        token = await access_token(client, settings, ["profiles:read", "decisions:read"])
+        profiles_only = await access_token(client, settings, ["profiles:read"])
         litestar_calls.clear()
         yield Gateway(client, stub, token, profiles_only, litestar_calls)
 
@@ -152,22 +106,13 @@ def _routed(subject_id: str, query: str) -> str:
     return f"POST /v1/subjects/{subject_id}/decisions?{query}"
 
 
-def _same_answer(fast: httpx.Response, routed: httpx.Response) -> None:
-    assert fast.status_code == routed.status_code, (fast.text, routed.text)
-    assert fast.headers == routed.headers
-    fast_body, routed_body = fast.json(), routed.json()
-    if fast.status_code == 200:
-        assert fast_body.pop("release_id") != routed_body.pop("release_id")
-    assert fast_body == routed_body
-
-
 async def _both(gateway: Gateway, send: Callable[[str], Awaitable[httpx.Response]]) -> httpx.Response:
     """``send`` with the common query (fast path), then with the same query Litestar answers; the fast one."""
     fast = await send(f"purpose={PURPOSE}")
     assert gateway.litestar_calls == []
     routed = await send(f"purpose={PURPOSE}&")
     assert len(gateway.litestar_calls) == 1
-    _same_answer(fast, routed)
+    same_answer(fast, routed)
     if gateway.stub.decided:
         first, second = gateway.stub.decided
         assert first == second
@@ -263,7 +208,7 @@ async def test_errors_on_the_fast_path_are_the_routes_problem_documents(
     routed = await gateway.decide(subject_id, f"purpose={purpose}&", token=token)
     assert len(gateway.litestar_calls) == 1
 
-    _same_answer(fast, routed)
+    same_answer(fast, routed)
     assert fast.status_code == status
     assert fast.headers["content-type"] == "application/problem+json"
     assert fast.json()["status"] == status
@@ -281,7 +226,7 @@ async def test_the_rate_limit_holds_on_the_fast_path(gateway: Gateway) -> None:
     assert (await gateway.decide(ASTRID, f"purpose={PURPOSE}")).status_code == 200
     fast = await gateway.decide(ASTRID, f"purpose={PURPOSE}")
     routed = await gateway.decide(ASTRID, f"purpose={PURPOSE}&")
-    _same_answer(fast, routed)
+    same_answer(fast, routed)
     assert fast.status_code == 429
     assert fast.headers["retry-after"]
     assert gateway.stub.reads == [(ASTRID, PURPOSE)]

@@ -9,44 +9,22 @@ Requests outside the common form must reach Litestar.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy import text
 
 from gateway.app import create_app
-from gateway.clients_cli import client_service
 from gateway.fast_release import FastRelease
 from gateway.ratelimit import RateLimiter
-from gateway.release import ConsentView
-from gateway.upstream import StoredProfile
+from gateway.tests.fast_paths import ASTRID, PURPOSE, StubUpstream, access_token, audit_rows, same_answer
 from tillit.problems import NotFound, Unavailable
 from tillit.settings import Settings
 
 pytestmark = pytest.mark.anyio
-
-PURPOSE = "personalize.content.profiled"
-ASTRID = "shopper-astrid"
-FIELDS = {"first_name": "Astrid", "email": "astrid@example.com", "sizes": {"tops": "M"}}
-
-
-@dataclass
-class StubUpstream:
-    """The release's two reads, answered from memory; ``failures`` makes a subject's reads raise."""
-
-    failures: dict[str, Exception] = field(default_factory=dict)
-    reads: list[tuple[str, str]] = field(default_factory=list)
-
-    async def release_reads(self, subject_id: str, purpose: str) -> tuple[ConsentView | None, StoredProfile]:
-        self.reads.append((subject_id, purpose))
-        if subject_id in self.failures:
-            raise self.failures[subject_id]
-        consent = ConsentView(status="given", active=True, event_id="e-1")
-        return consent, StoredProfile(subject_id=subject_id, fields=dict(FIELDS))
 
 
 @dataclass
@@ -61,12 +39,7 @@ class Gateway:
         return await self.client.get(f"/v1/subjects/{subject_id}/profile?{query}", headers=headers)
 
     async def audit_rows(self, subject_id: str) -> list[tuple[str, str]]:
-        async with self.client.app.state.database.engine.connect() as connection:
-            rows = await connection.execute(
-                text("SELECT purpose, outcome FROM release_record WHERE subject_id = :s ORDER BY released_at"),
-                {"s": subject_id},
-            )
-            return [(row.purpose, row.outcome) for row in rows]
+        return await audit_rows(self.client, subject_id)
 
 
 @pytest.fixture
@@ -85,24 +58,9 @@ async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
             await litestar(scope, receive, send)
 
         fast._fallback = recorded
-        async with client_service(settings) as clients:
-            credentials = await clients.create("web", ["profiles:read"])
-        answer = await client.post(
-            "/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(credentials.client_id, credentials.client_secret),
-        )
+        token = await access_token(client, settings, ["profiles:read"])
         litestar_calls.clear()
-        yield Gateway(client, stub, answer.json()["access_token"], litestar_calls)
-
-
-def _same_answer(fast: httpx.Response, routed: httpx.Response) -> None:
-    assert fast.status_code == routed.status_code, (fast.text, routed.text)
-    assert fast.headers == routed.headers
-    fast_body, routed_body = fast.json(), routed.json()
-    if fast.status_code == 200:
-        assert fast_body.pop("release_id") != routed_body.pop("release_id")
-    assert fast_body == routed_body
+        yield Gateway(client, stub, token, litestar_calls)
 
 
 async def test_the_common_release_takes_the_fast_path_and_answers_as_the_route_does(gateway: Gateway) -> None:
@@ -111,7 +69,7 @@ async def test_the_common_release_takes_the_fast_path_and_answers_as_the_route_d
     routed = await gateway.release(ASTRID, f"purpose={PURPOSE}&")
     assert gateway.litestar_calls == [f"/v1/subjects/{ASTRID}/profile?purpose={PURPOSE}&"]
 
-    _same_answer(fast, routed)
+    same_answer(fast, routed)
     assert fast.headers["content-type"] == "application/json"
     assert fast.json()["fields"] == {"sizes": {"tops": "M"}}
     assert {"field": "email", "reason": "category_not_permitted"} in fast.json()["withheld"]
@@ -146,7 +104,7 @@ async def test_errors_on_the_fast_path_are_the_routes_problem_documents(
     routed = await gateway.release(subject_id, f"purpose={purpose}&", token=token)
     assert len(gateway.litestar_calls) == 1
 
-    _same_answer(fast, routed)
+    same_answer(fast, routed)
     assert fast.status_code == status
     assert fast.headers["content-type"] == "application/problem+json"
     assert fast.json()["status"] == status
@@ -161,7 +119,7 @@ async def test_the_rate_limit_holds_on_the_fast_path(gateway: Gateway) -> None:
     assert (await gateway.release(ASTRID, f"purpose={PURPOSE}")).status_code == 200
     fast = await gateway.release(ASTRID, f"purpose={PURPOSE}")
     routed = await gateway.release(ASTRID, f"purpose={PURPOSE}&")
-    _same_answer(fast, routed)
+    same_answer(fast, routed)
     assert fast.status_code == 429
     assert fast.headers["retry-after"]
     assert gateway.stub.reads == [(ASTRID, PURPOSE)]
