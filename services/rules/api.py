@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
 from litestar import Controller, Request, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
@@ -17,6 +18,7 @@ from services.rules.fast_decide import DECIDE_BODY_BYTES
 from services.rules.repository import DefinitionRepository, ExposureRepository
 from services.rules.schemas import (
     MAX_CANDIDATES,
+    CandidatesOnly,
     Decision,
     DecisionRequest,
     DefinitionOut,
@@ -38,6 +40,7 @@ __all__ = ["CatalogueController", "DefinitionController", "ExperimentController"
 
 SegmentKeyPath = Annotated[str, Parameter(pattern=exact(r"^[a-z][a-z0-9_-]{0,63}$"), description="A segment key")]
 Kind = Literal["segment", "rule", "slot"]
+_candidates_only = msgspec.json.Decoder(CandidatesOnly).decode
 
 
 async def provide_current_engine(request: Request[Any, Any, Any]) -> Engine:
@@ -90,14 +93,25 @@ class SegmentController(Controller):
         summary="The personalization decision for an already-filtered profile, a visit's context and candidates",
         description=(
             "Segments matched, the variant per requested slot, the candidate products (or the demo "
-            f"catalogue's) after the merchandising rules, at most {MAX_CANDIDATES}, and the reasons."
+            f"catalogue's) after the merchandising rules, at most {MAX_CANDIDATES}, and the reasons. "
+            "A list sent before can be named by its `candidates_digest` (SHA-256 of its exact JSON "
+            "bytes) instead of sent again: with the list, the digest is checked (400 "
+            "candidates-digest-mismatch) and the answer's `candidates_held` says whether the list is "
+            "now held here; alone, the held list is used, or 409 candidates-unknown asks for the list "
+            "again (never sent, dropped, or held by another replica only). Digests of product lists "
+            "only: nothing personal is kept."
         ),
         dependencies=_EVALUATE,
         request_max_body_size=DECIDE_BODY_BYTES,
-        responses=problem_responses(400, 401, 413, 415, 422),
+        responses=problem_responses(400, 401, 409, 413, 415, 422),
     )
-    async def decide(self, data: DecisionRequest, engine: Engine) -> Decision:
-        return engine.decide(data)
+    async def decide(self, data: DecisionRequest, engine: Engine, request: Request[Any, Any, Any]) -> Decision:
+        if data.candidates_digest is None:
+            return engine.decide(data)
+        # The digest is of the candidates' bytes as sent: read them from the body (already read and
+        # decoded whole before this handler; the last ``candidates`` counts, as in that decode).
+        sent = _candidates_only(await request.body()).candidates
+        return engine.decide(data, bytes(sent))
 
     @post(
         "/segments/{key:str}/match",

@@ -52,11 +52,15 @@ from services.rules.schemas import (
 )
 from services.rules.selection import CandidateCache, Candidates
 from tillit.policy import Policy
+from tillit.problems import BadRequest, Conflict
 
 __all__ = [
     "BUCKETS",
+    "CANDIDATES_UNKNOWN",
     "CATALOGUE_PAGE",
     "RECHECK_SECONDS",
+    "CandidatesDigestMismatch",
+    "CandidatesUnknown",
     "CompiledPurpose",
     "Engine",
     "bucket_of",
@@ -70,6 +74,21 @@ RECHECK_SECONDS: Final = 1.0
 """How stale another replica's definition change may be here: the change counter is read at most
 this often (a change made by this process, or a new policy, is seen at once)."""
 _log = logging.getLogger("tillit.rules")
+CANDIDATES_UNKNOWN: Final = "candidates-unknown"
+
+
+class CandidatesUnknown(Conflict):
+    """A ``candidates_digest`` alone, and no table held for it here: the caller resends the list."""
+
+    slug = CANDIDATES_UNKNOWN
+    title = "Candidate list not held"
+
+
+class CandidatesDigestMismatch(BadRequest):
+    """A ``candidates_digest`` that is not the SHA-256 of the ``candidates`` sent with it."""
+
+    slug = "candidates-digest-mismatch"
+    title = "The candidates are not those of the digest"
 
 
 def decode_definition(body: Mapping[str, Any]) -> Definition:
@@ -223,8 +242,14 @@ class Engine:
         matched, _ = self.segments(request.purpose, request.profile, {})
         return Evaluation(purpose=request.purpose, segments=matched)
 
-    def decide(self, request: DecisionRequest) -> Decision:
-        return self.decide_on(request, request.candidates)
+    def decide(self, request: DecisionRequest, candidates_json: bytes | None = None) -> Decision:
+        """The decision on a request the route decoded; ``candidates_json``: the JSON its candidates
+        were decoded from, needed (and then given) only when it names a ``candidates_digest``."""
+        digest = request.candidates_digest
+        if digest is None:
+            return self.decide_on(request, request.candidates)
+        table, held = self.digest_table(msgspec.Raw(candidates_json or b"null"), digest, request.candidates)
+        return self.decide_on(request, table, held)
 
     def candidate_table(self, candidates: msgspec.Raw) -> Candidates | None:
         """The table of a request's candidates sent as JSON (None for ``null``): from
@@ -246,10 +271,49 @@ class Engine:
             self.candidate_tables.put(key, table)
         return table
 
+    def digest_table(
+        self, candidates: msgspec.Raw, digest: str, decoded: list[Product] | None = None
+    ) -> tuple[Candidates, bool]:
+        """The table of a request with a ``candidates_digest``, and whether it is held for the digest now.
+
+        With the candidates' JSON (``candidates`` not ``null``): its SHA-256 must be ``digest``
+        (:class:`CandidatesDigestMismatch` otherwise); the table held for the digest, else the JSON
+        decoded (``decoded`` when the route already did, else as :meth:`candidate_table` decodes
+        it, raising what that raises) and offered to :attr:`candidate_tables` under the digest.
+        Without them: the table held for the digest, else :class:`CandidatesUnknown` (409).
+        """
+        sent = bytes(candidates)
+        if sent == b"null":
+            table = self.candidate_tables.get(digest)
+            if table is None:
+                raise CandidatesUnknown(
+                    "no candidate list with this candidates_digest is held here (never sent, dropped, or "
+                    "sent to another replica): send the list in candidates again, with its digest"
+                )
+            return table, True
+        actual = hashlib.sha256(sent).hexdigest()
+        if actual != digest:
+            raise CandidatesDigestMismatch(
+                f"candidates_digest {digest} is not the SHA-256 of the candidates sent, which is {actual}"
+            )
+        table = self.candidate_tables.get(digest)
+        if table is not None:
+            return table, True
+        if decoded is None:
+            decoded = msgspec.json.decode(sent, type=CandidateList, strict=True)
+            if decoded:
+                check_candidate_ids(decoded)
+        table = Candidates(decoded)
+        return table, self.candidate_tables.put(digest, table, len(sent))
+
     def decide_on(
-        self, request: DecisionRequest | RawCandidatesDecisionRequest, candidates: list[Product] | Candidates | None
+        self,
+        request: DecisionRequest | RawCandidatesDecisionRequest,
+        candidates: list[Product] | Candidates | None,
+        held: bool | None = None,
     ) -> Decision:
-        """The decision on ``request`` for ``candidates`` (the request's; None: the demo catalogue's)."""
+        """The decision on ``request`` for ``candidates`` (the request's; None: the demo catalogue's);
+        ``held``: whether the table is held for the request's ``candidates_digest`` (None: it named none)."""
         context = _context(request.context, self.catalogue)
         matched, env = self.segments(request.purpose, request.profile, context)
         compiled = self.purpose(request.purpose)
@@ -273,6 +337,7 @@ class Engine:
             variants=variants,
             products=list(map(ids.__getitem__, shown)),
             reasons=reasons,
+            candidates_held=held,
         )
 
     def _variant(self, slot: CompiledSlot, env: Env, assignment_key: str | None, reasons: list[DecisionReason]) -> str:

@@ -4,7 +4,8 @@ Why: under ``bench.decisions`` (20 segments, 30 rules, 200 candidates) Litestar'
 dependency and signature handling, the generic strict body check and the response objects were
 about a third of the rules worker's CPU per decision, and the 200 candidates were decoded, read
 into columns and indexed again for every decision although a shop sends the same list for many
-shoppers.
+shoppers. Even with their table kept, receiving and skipping their ~24 KB was ~20-25 % of the
+worker's CPU per decision: hence the digest-only body for a list held here.
 
 What takes this path: exactly ``POST /v1/decide`` without a query string or root path, with a
 JSON content type, a service token the app's verifier accepts (checked before the body is read,
@@ -12,7 +13,11 @@ as the route checks it), a body within the route's bound and a body that decodes
 :class:`~services.rules.schemas.RawCandidatesDecisionRequest` with candidates that decode as
 :class:`~services.rules.schemas.DecisionRequest` would decode them (their table comes from
 :attr:`Engine.candidate_tables` when the same JSON was sent before), every other ``candidates``
-value of a repeated key included.
+value of a repeated key included. A body with a ``candidates_digest`` takes this path too: with the
+candidates, when their bytes' SHA-256 is the digest (the table is then looked up, and offered to
+the cache, by the digest: :meth:`Engine.digest_table`); alone (a body of a few hundred bytes, not
+~24 KB), when a table is held for it. A digest that is not the candidates' (400) or names no table
+held here (409 ``candidates-unknown``) is left to the route, which answers those problems.
 
 The compiled definitions are rechecked against the database here as the route rechecks them
 (:func:`~services.rules.service.current_engine`). Everything else — a missing or bad token, another
@@ -74,13 +79,18 @@ class FastDecide:
             await self._fallback(scope, replaying(messages, receive), send)
             return
         engine, decoded = request
+        digest = decoded.candidates_digest
+        held = None
         try:
-            table = engine.candidate_table(decoded.candidates)
-        except Exception:  # refused as the route refuses it (ValidationError, DecodeError, ValueError ...)
+            if digest is None:
+                table = engine.candidate_table(decoded.candidates)
+            else:
+                table, held = engine.digest_table(decoded.candidates, digest)
+        except Exception:  # refused as the route refuses it (ValidationError, ValueError, 409, digest 400 ...)
             await self._fallback(scope, replaying(messages, receive), send)
             return
         try:
-            answer = _encode(engine.decide_on(decoded, table))
+            answer = _encode(engine.decide_on(decoded, table, held))
         except Exception as exc:
             await answer_problem(self._app, scope, replaying(messages, receive), send, exc)
             return

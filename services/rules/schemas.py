@@ -15,11 +15,13 @@ from tillit.types import ProfileFieldName, PurposeKey
 
 __all__ = [
     "CONTEXT_ID_PATTERN",
+    "DIGEST_PATTERN",
     "MAX_CANDIDATES",
     "MAX_SLOTS",
     "NAME_PATTERN",
     "SLOT_PATTERN",
     "CandidateList",
+    "CandidatesOnly",
     "Condition",
     "Decision",
     "DecisionContext",
@@ -43,6 +45,7 @@ SLOT_PATTERN = exact(r"^[a-z][a-z0-9_-]{0,31}(\.[a-z][a-z0-9_-]{0,31})?$")
 MAX_CANDIDATES = 500
 CONTEXT_ID_PATTERN = exact(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 MAX_SLOTS = 10
+DIGEST_PATTERN = exact(r"^[0-9a-f]{64}$")
 
 Scalar = Annotated[str, msgspec.Meta(max_length=200)] | int | float | bool
 
@@ -133,13 +136,26 @@ CandidateList = Annotated[list[Product], msgspec.Meta(max_length=MAX_CANDIDATES)
 _Profile = Annotated[dict[ProfileFieldName, Any], msgspec.Meta(max_length=100)]
 _Limit = Annotated[int, msgspec.Meta(ge=1, le=MAX_CANDIDATES)]
 _AssignmentKey = Annotated[str, msgspec.Meta(pattern=exact(r"^[A-Za-z0-9_-]{16,64}$"))]
+_CandidatesDigest = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=DIGEST_PATTERN,
+        description=(
+            "SHA-256 (lowercase hex) of the exact bytes of ``candidates`` as sent. With ``candidates``: "
+            "checked (400 if it is not theirs) and their table kept findable by it. Alone: the table "
+            "held for it (409 candidates-unknown if none is held here: send the list with it again)."
+        ),
+    ),
+]
 
 
 class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A profile already filtered by the gateway for ``purpose``, the visit's context, and optionally
     the products to rank (``candidates``; without them, the demo catalogue's for the context's
     department and category). ``assignment_key`` is the gateway's pseudonym of the shopper for A/B
-    assignment (an HMAC of the subject id): it is hashed with the experiment key and never stored."""
+    assignment (an HMAC of the subject id): it is hashed with the experiment key and never stored.
+    ``candidates_digest`` names a candidate list by the SHA-256 of its JSON, so that a list this
+    service holds need not be sent again (a digest of product lists: nothing personal)."""
 
     purpose: PurposeKey
     profile: _Profile
@@ -147,6 +163,7 @@ class DecisionRequest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     candidates: CandidateList | None = None
     limit: _Limit | None = None
     assignment_key: _AssignmentKey | None = None
+    candidates_digest: _CandidatesDigest | None = None
 
     def __post_init__(self) -> None:
         if self.candidates:
@@ -179,6 +196,14 @@ class RawCandidatesDecisionRequest(msgspec.Struct, forbid_unknown_fields=True, o
     candidates: msgspec.Raw = msgspec.field(default_factory=_no_candidates)
     limit: _Limit | None = None
     assignment_key: _AssignmentKey | None = None
+    candidates_digest: _CandidatesDigest | None = None
+
+
+class CandidatesOnly(msgspec.Struct):
+    """Only the ``candidates`` of a decision body, as the JSON sent (``null`` when absent): the bytes
+    its ``candidates_digest`` is checked against, once the route has decoded the whole body."""
+
+    candidates: msgspec.Raw = msgspec.field(default_factory=_no_candidates)
 
 
 class DecisionReason(msgspec.Struct):
@@ -188,14 +213,17 @@ class DecisionReason(msgspec.Struct):
     explanation: str
 
 
-class Decision(msgspec.Struct):
-    """Segments matched, the variant per requested slot, the ranked product ids and the reasons."""
+class Decision(msgspec.Struct, omit_defaults=True):
+    """Segments matched, the variant per requested slot, the ranked product ids and the reasons;
+    ``candidates_held`` only when the request named a ``candidates_digest``: whether the table for it
+    is held here now (then the digest alone will do next time)."""
 
     purpose: str
     segments: list[str]
     variants: dict[str, str]
     products: list[str]
     reasons: list[DecisionReason]
+    candidates_held: bool | None = None
 
 
 class SegmentMatchRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -150,24 +150,31 @@ class Candidates:
 
 
 class CandidateCache:
-    """Candidate tables by the JSON their products were decoded from, the most recently used kept.
+    """Candidate tables by the JSON their products were decoded from, or by its SHA-256, the most
+    recently used kept.
 
     A shop sends the same list (a category page's products, in its order) for many shoppers: for
     those, the decode, the columns, the value index, the product-only matches
     (:attr:`Candidates.memo`) and their score counters (:meth:`Candidates.counters`) are done once,
-    not per decision. The key is the exact bytes, so a table is only ever reused for the JSON it was
-    decoded from. Bounded in entries and in the bytes of the keys.
+    not per decision. The key is the exact bytes (``bytes``), or the lowercase hex SHA-256 of them
+    (``str``: a request's ``candidates_digest``, checked against the bytes before a table is kept
+    under it), so a table is only ever reused for the JSON it was decoded from. Bounded in entries
+    and in the bytes of the lists held.
 
-    **Admission.** How often each list was seen is counted (by its hash, for the last
+    **Admission.** How often each list was seen is counted (by its key's hash, for the last
     ``remembered`` lists); a list is kept from its second time on, and when the cache is full only
     if it was seen more often than the least recently used table, which it then replaces. A table
     kept and dropped again is dearer than none: it outlives its request, so the garbage collector
     walks its containers and the allocator hands the next decision cold memory (with 300 lists in
-    turn and plain LRU, a decision cost ~70 % more CPU than with no cache at all).
+    turn and plain LRU, a decision cost ~70 % more CPU than with no cache at all). A list sent with
+    its digest is admitted by the same rule: kept at once, 1000 lists in turn would each replace
+    another table on every decision, and a gateway told "held" would send the digest alone for a
+    table dropped meanwhile and pay a 409 and a resend (see bench/README.md).
     """
 
     def __init__(self, entries: int = 64, key_bytes: int = 8 * 1024 * 1024, remembered: int = 4096) -> None:
-        self._tables: dict[bytes, Candidates] = {}
+        self._tables: dict[bytes | str, Candidates] = {}
+        self._sizes: dict[bytes | str, int] = {}
         self._seen: dict[int, int] = {}
         self._entries = entries
         self._key_bytes = key_bytes
@@ -177,33 +184,43 @@ class CandidateCache:
     def __len__(self) -> int:
         return len(self._tables)
 
-    def get(self, key: bytes) -> Candidates | None:
+    def __contains__(self, key: bytes | str) -> bool:
+        return key in self._tables
+
+    def get(self, key: bytes | str) -> Candidates | None:
         table = self._tables.pop(key, None)
         if table is not None:
             self._tables[key] = table  # now the most recently used
             self._count(key)
         return table
 
-    def put(self, key: bytes, table: Candidates) -> None:
-        """Keep ``table`` for ``key`` (not found by :meth:`get`) if the admission rule above lets it in."""
+    def put(self, key: bytes | str, table: Candidates, size: int | None = None) -> bool:
+        """Keep ``table`` for ``key`` (not found by :meth:`get`) if the admission rule above lets it in;
+        whether a table is held for ``key`` now. ``size``: the bytes of its JSON (a ``bytes`` key's length)."""
+        size = len(key) if size is None else size
         seen = self._count(key)
-        if seen < 2 or len(key) > self._key_bytes // 4 or key in self._tables:
-            return
-        while self._tables and (len(self._tables) >= self._entries or self._held + len(key) > self._key_bytes):
+        if key in self._tables:
+            return True
+        if seen < 2 or size > self._key_bytes // 4:
+            return False
+        while self._tables and (len(self._tables) >= self._entries or self._held + size > self._key_bytes):
             oldest = next(iter(self._tables))
             if self._seen.get(hash(oldest), 0) >= seen:
-                return
+                return False
             del self._tables[oldest]
-            self._held -= len(oldest)
+            self._held -= self._sizes.pop(oldest)
         self._tables[key] = table
-        self._held += len(key)
+        self._sizes[key] = size
+        self._held += size
+        return True
 
     def clear(self) -> None:
         """Forget every table (and its memoized selections): the compiled definitions changed."""
         self._tables.clear()
+        self._sizes.clear()
         self._held = 0
 
-    def _count(self, key: bytes) -> int:
+    def _count(self, key: bytes | str) -> int:
         digest = hash(key)
         seen = self._seen.pop(digest, 0) + 1
         if len(self._seen) >= self._remembered:

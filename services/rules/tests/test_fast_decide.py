@@ -8,10 +8,11 @@ same, for good requests and for every kind of bad one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from litestar.testing import TestClient
 from bench.decisions import SLOT, candidates, definitions
 from services.rules.app import create_app
 from services.rules.fast_decide import DECIDE_BODY_BYTES, FastDecide
+from services.rules.selection import CandidateCache
 from services.rules.service import current_engine
 from services.rules.tests.support import PROFILED
 from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
@@ -43,12 +45,23 @@ class Rules:
         sent = {**self.headers, "content-type": "application/json", **(headers or {})}
         return self.client.post(path, content=body, headers={k: v for k, v in sent.items() if v})
 
-    def both(self, body: bytes, headers: dict[str, str] | None = None, path: str = "/v1/decide") -> tuple[Any, Any]:
-        """The answer of the app as served, and Litestar's alone, to the same request."""
+    def both(
+        self,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        path: str = "/v1/decide",
+        before: Callable[[], None] | None = None,
+    ) -> tuple[Any, Any]:
+        """The answer of the app as served, and Litestar's alone, to the same request (``before``
+        each of the two: e.g. the same candidate tables held for both)."""
+        if before is not None:
+            before()
         served = self.post(body, headers, path)
         app = self.client.app
         app.asgi_handler = self.litestar
         try:
+            if before is not None:
+                before()
             routed = self.post(body, headers, path)
         finally:
             app.asgi_handler = self.fast
@@ -164,6 +177,10 @@ def _encode(body: Any) -> bytes:
     return body if isinstance(body, bytes) else msgspec.json.encode(body)
 
 
+def _digest(candidates: Any) -> str:
+    return hashlib.sha256(msgspec.json.encode(candidates)).hexdigest()
+
+
 _LIST = candidates(_rng(1))
 _CANDIDATES = msgspec.json.encode(_LIST).decode()
 _BAD_REQUESTS: list[tuple[str, Any, dict[str, str], int]] = [
@@ -206,6 +223,27 @@ _BAD_REQUESTS: list[tuple[str, Any, dict[str, str], int]] = [
         msgspec.json.encode(_valid())[:-1] + f', "candidates": {_CANDIDATES}}}'.encode(),
         {},
         200,
+    ),
+    ("an unknown digest alone", {**_valid(), "candidates": None, "candidates_digest": "0" * 64}, {}, 409),
+    (
+        "an unknown digest, no candidates",
+        {k: v for k, v in _valid().items() if k != "candidates"} | {"candidates_digest": "ab" * 32},
+        {},
+        409,
+    ),
+    ("a digest not of the candidates", {**_valid(), "candidates_digest": "0" * 64}, {}, 400),
+    ("a digest in capitals", {**_valid(), "candidates_digest": "AB" * 32}, {}, 400),
+    ("a digest too short", {**_valid(), "candidates_digest": "ab" * 31}, {}, 400),
+    ("a digest with a newline", {**_valid(), "candidates_digest": "ab" * 32 + "\n"}, {}, 400),
+    (
+        "a digest of a refused candidate",
+        {
+            **_valid(),
+            "candidates": [{**_LIST[0], "price": "9"}],
+            "candidates_digest": _digest([{**_LIST[0], "price": "9"}]),
+        },
+        {},
+        400,
     ),
     ("a nesting bomb", b'{"purpose": "a", "profile": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}", {}, 400),
     ("too large a body", {**_valid(), "profile": {"x": "y" * DECIDE_BODY_BYTES}}, {}, 413),
@@ -297,3 +335,97 @@ def test_a_database_that_cannot_be_asked_leaves_the_decision_to_the_route(rules:
     assert served.status_code >= 500
     assert served.headers["content-type"].startswith("application/problem+json")
     assert rules.routed == ["POST /v1/decide"]
+
+
+def _with_digest(body: dict[str, Any], *, alone: bool = False) -> bytes:
+    """``body`` with the SHA-256 of its candidates' JSON, as encoded here, beside them or instead of them."""
+    sent = msgspec.json.encode(body["candidates"])
+    digest = hashlib.sha256(sent).hexdigest()
+    rest = {key: value for key, value in body.items() if key != "candidates"}
+    if alone:
+        return msgspec.json.encode({**rest, "candidates_digest": digest})
+    return msgspec.json.encode({**rest, "candidates": msgspec.Raw(sent), "candidates_digest": digest})
+
+
+def test_a_list_with_its_digest_then_the_digest_alone_answer_as_the_list_does(rules: Rules) -> None:
+    rng = _rng(11)
+    for _ in range(3):
+        body = {**_visit(rng), "candidates": candidates(_rng(rng.randrange(10**6)))}
+        full = rules.post(_encode(body))
+        assert full.status_code == 200, full.text
+        assert b"candidates_held" not in full.content  # no digest, no new field: the answer as before
+
+        def held(answer: bytes, full: Any = full) -> bytes:
+            return bytes(full.content[:-1] + b',"candidates_held":' + answer + b"}")
+
+        # Kept from its second sighting on (CandidateCache's admission), then the digest alone will do.
+        assert rules.post(_with_digest(body)).content == held(b"false")
+        assert rules.post(_with_digest(body)).content == held(b"true")
+        for _ in range(3):
+            alone = rules.post(_with_digest(body, alone=True))
+            assert alone.status_code == 200, alone.text
+            assert alone.content == held(b"true")
+            assert len(_with_digest(body, alone=True)) < 1024 < len(_with_digest(body))
+    assert rules.routed == []
+
+
+def test_digests_on_the_fast_path_answer_as_the_route_does(rules: Rules) -> None:
+    state = rules.client.app.state
+    rng = _rng(12)
+    for number in range(12):
+        body = _visit(rng)
+        with_list, alone = _with_digest(body), _with_digest(body, alone=True)
+        tables = CandidateCache()
+
+        def fresh() -> None:
+            state.engine.candidate_tables = CandidateCache()
+
+        def held(tables: CandidateCache = tables) -> None:
+            state.engine.candidate_tables = tables
+
+        if number % 3 == 0:  # not held before: decoded, and not kept at its first sighting
+            served, routed = rules.both(with_list, before=fresh)
+            assert served.json()["candidates_held"] is False, served.text
+        else:  # held (from its second sighting on): the list and its digest, or the digest alone
+            held()
+            assert [rules.post(with_list).json()["candidates_held"] for _ in range(2)] == [False, True]
+            served, routed = rules.both(with_list if number % 3 == 1 else alone, before=held)
+            assert served.json()["candidates_held"] is True, served.text
+        assert served.status_code == 200, served.text
+        _same(served, routed)
+    assert rules.routed == []
+
+
+def test_a_digest_alone_after_the_tables_were_dropped_is_a_409_then_the_list_again_answers(rules: Rules) -> None:
+    body = _valid()
+    for _ in range(2):
+        assert rules.post(_with_digest(body)).status_code == 200
+    assert rules.post(_with_digest(body, alone=True)).json()["candidates_held"] is True
+    rules.client.app.state.engine.candidate_tables.clear()  # as a definition change, or a restart, drops them
+    served, routed = rules.both(_with_digest(body, alone=True))
+    _same(served, routed)
+    assert served.status_code == 409
+    problem = served.json()
+    assert problem["type"] == "urn:tillit:problem:candidates-unknown"
+    assert "send the list" in problem["detail"]
+    assert rules.routed == ["POST /v1/decide"]
+    rules.routed.clear()
+    again = rules.post(_with_digest(body))
+    assert again.status_code == 200
+    assert rules.routed == []
+
+
+def test_a_digest_that_is_not_the_candidates_is_refused_naming_both(rules: Rules) -> None:
+    body = _valid()
+    wrong = "0" * 64
+    served, routed = rules.both(_encode({**body, "candidates_digest": wrong}))
+    _same(served, routed)
+    assert served.status_code == 400
+    problem = served.json()
+    assert problem["type"] == "urn:tillit:problem:candidates-digest-mismatch"
+    assert wrong in problem["detail"]
+    assert _digest(body["candidates"]) in problem["detail"]
+    # A list re-encoded with other whitespace is other bytes: the digest is of the bytes as sent.
+    spaced = msgspec.json.format(msgspec.json.encode(body["candidates"]), indent=1)
+    other = {**body, "candidates": msgspec.Raw(spaced), "candidates_digest": _digest(body["candidates"])}
+    assert rules.post(_encode(other)).status_code == 400

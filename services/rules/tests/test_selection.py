@@ -330,6 +330,28 @@ def test_the_candidate_cache_keeps_lists_seen_again_and_the_more_frequent_when_f
     assert len(cache) == 0
 
 
+def test_tables_kept_by_digest_count_the_bytes_of_their_lists() -> None:
+    cache = CandidateCache(key_bytes=4000)
+    first, second = "a" * 64, "b" * 64
+    assert cache.put(first, Candidates([]), 900) is False  # seen once: not kept, as a list by its bytes
+    assert cache.put(first, Candidates([]), 900) is True
+    assert first in cache
+    assert cache.put(first, Candidates([]), 900) is True  # already held
+    assert [cache.put(second, Candidates([]), 1001) for _ in range(3)] == [False, False, False]  # > a quarter
+    for _ in range(3):
+        cache.put(second, Candidates([]), 1000)
+    assert second in cache
+    for key in (b"[1]" * 300, "c" * 64):  # 900 bytes, 1000 bytes: 3800 of 4000 held
+        for _ in range(2):
+            cache.put(key, Candidates([]), None if isinstance(key, bytes) else 1000)
+    assert len(cache) == 4
+    for _ in range(5):
+        cache.put("d" * 64, Candidates([]), 1000)  # 4800 > 4000: the least recently used goes
+    assert first not in cache
+    assert "d" * 64 in cache
+    assert len(cache) == 4
+
+
 def test_the_raw_candidates_request_is_the_decision_request_but_for_candidates() -> None:
     ours = {f.name: f for f in msgspec.structs.fields(RawCandidatesDecisionRequest)}
     theirs = {f.name: f for f in msgspec.structs.fields(DecisionRequest)}
