@@ -167,9 +167,11 @@ class CandidateCache:
     kept and dropped again is dearer than none: it outlives its request, so the garbage collector
     walks its containers and the allocator hands the next decision cold memory (with 300 lists in
     turn and plain LRU, a decision cost ~70 % more CPU than with no cache at all). A list sent with
-    its digest is admitted by the same rule: kept at once, 1000 lists in turn would each replace
-    another table on every decision, and a gateway told "held" would send the digest alone for a
-    table dropped meanwhile and pay a 409 and a resend (see bench/README.md).
+    its digest (a ``str`` key) is also kept at its first sighting while that drops no other table:
+    its sender (the gateway) sends the digest alone from the next decision on, which spares the
+    second ~24 KB send and decode. When the cache is full it is admitted by the rule above, so 1000
+    lists in turn still do not churn it, nor make a gateway told "held" send digests of tables
+    dropped meanwhile (each a 409 and a resend; figures in bench/README.md).
     """
 
     def __init__(self, entries: int = 64, key_bytes: int = 8 * 1024 * 1024, remembered: int = 4096) -> None:
@@ -201,7 +203,9 @@ class CandidateCache:
         seen = self._count(key)
         if key in self._tables:
             return True
-        if seen < 2 or size > self._key_bytes // 4:
+        if size > self._key_bytes // 4:
+            return False
+        if seen < 2 and (not isinstance(key, str) or not self._room_for(size)):
             return False
         while self._tables and (len(self._tables) >= self._entries or self._held + size > self._key_bytes):
             oldest = next(iter(self._tables))
@@ -213,6 +217,9 @@ class CandidateCache:
         self._sizes[key] = size
         self._held += size
         return True
+
+    def _room_for(self, size: int) -> bool:
+        return len(self._tables) < self._entries and self._held + size <= self._key_bytes
 
     def clear(self) -> None:
         """Forget every table (and its memoized selections): the compiled definitions changed."""

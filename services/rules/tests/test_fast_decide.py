@@ -24,7 +24,7 @@ from litestar.testing import TestClient
 from bench.decisions import SLOT, candidates, definitions
 from services.rules.app import create_app
 from services.rules.fast_decide import DECIDE_BODY_BYTES, FastDecide
-from services.rules.selection import CandidateCache
+from services.rules.selection import CandidateCache, Candidates
 from services.rules.service import current_engine
 from services.rules.tests.support import PROFILED
 from tillit.keys import KEY_NAMES, SERVICE_TOKEN_KEY, ensure_signing_key, load_private_key
@@ -358,8 +358,7 @@ def test_a_list_with_its_digest_then_the_digest_alone_answer_as_the_list_does(ru
         def held(answer: bytes, full: Any = full) -> bytes:
             return bytes(full.content[:-1] + b',"candidates_held":' + answer + b"}")
 
-        # Kept from its second sighting on (CandidateCache's admission), then the digest alone will do.
-        assert rules.post(_with_digest(body)).content == held(b"false")
+        # Kept at once (CandidateCache has room), so the digest alone will do from now on.
         assert rules.post(_with_digest(body)).content == held(b"true")
         for _ in range(3):
             alone = rules.post(_with_digest(body, alone=True))
@@ -377,18 +376,19 @@ def test_digests_on_the_fast_path_answer_as_the_route_does(rules: Rules) -> None
         with_list, alone = _with_digest(body), _with_digest(body, alone=True)
         tables = CandidateCache()
 
-        def fresh() -> None:
-            state.engine.candidate_tables = CandidateCache()
+        def full() -> None:  # no room: a list is not kept at its first sighting
+            state.engine.candidate_tables = CandidateCache(entries=1)
+            state.engine.candidate_tables.put("f" * 64, Candidates([]), 10)
 
         def held(tables: CandidateCache = tables) -> None:
             state.engine.candidate_tables = tables
 
-        if number % 3 == 0:  # not held before: decoded, and not kept at its first sighting
-            served, routed = rules.both(with_list, before=fresh)
+        if number % 3 == 0:  # not held before: decoded, and not kept
+            served, routed = rules.both(with_list, before=full)
             assert served.json()["candidates_held"] is False, served.text
-        else:  # held (from its second sighting on): the list and its digest, or the digest alone
+        else:  # held: the list and its digest, or the digest alone
             held()
-            assert [rules.post(with_list).json()["candidates_held"] for _ in range(2)] == [False, True]
+            assert rules.post(with_list).json()["candidates_held"] is True
             served, routed = rules.both(with_list if number % 3 == 1 else alone, before=held)
             assert served.json()["candidates_held"] is True, served.text
         assert served.status_code == 200, served.text
@@ -398,8 +398,7 @@ def test_digests_on_the_fast_path_answer_as_the_route_does(rules: Rules) -> None
 
 def test_a_digest_alone_after_the_tables_were_dropped_is_a_409_then_the_list_again_answers(rules: Rules) -> None:
     body = _valid()
-    for _ in range(2):
-        assert rules.post(_with_digest(body)).status_code == 200
+    assert rules.post(_with_digest(body)).status_code == 200
     assert rules.post(_with_digest(body, alone=True)).json()["candidates_held"] is True
     rules.client.app.state.engine.candidate_tables.clear()  # as a definition change, or a restart, drops them
     served, routed = rules.both(_with_digest(body, alone=True))

@@ -333,13 +333,12 @@ def test_the_candidate_cache_keeps_lists_seen_again_and_the_more_frequent_when_f
 def test_tables_kept_by_digest_count_the_bytes_of_their_lists() -> None:
     cache = CandidateCache(key_bytes=4000)
     first, second = "a" * 64, "b" * 64
-    assert cache.put(first, Candidates([]), 900) is False  # seen once: not kept, as a list by its bytes
-    assert cache.put(first, Candidates([]), 900) is True
+    assert cache.put(first, Candidates([]), 900) is True  # by its digest: kept at once while there is room
     assert first in cache
     assert cache.put(first, Candidates([]), 900) is True  # already held
+    assert cache.put(first, Candidates([]), 900) is True
     assert [cache.put(second, Candidates([]), 1001) for _ in range(3)] == [False, False, False]  # > a quarter
-    for _ in range(3):
-        cache.put(second, Candidates([]), 1000)
+    cache.put(second, Candidates([]), 1000)
     assert second in cache
     for key in (b"[1]" * 300, "c" * 64):  # 900 bytes, 1000 bytes: 3800 of 4000 held
         for _ in range(2):
@@ -350,6 +349,18 @@ def test_tables_kept_by_digest_count_the_bytes_of_their_lists() -> None:
     assert first not in cache
     assert "d" * 64 in cache
     assert len(cache) == 4
+    # Full: a digest seen once is not kept (it would drop another table), as a list by its bytes.
+    assert cache.put("e" * 64, Candidates([]), 200) is False  # 4100 > 4000
+    assert "e" * 64 not in cache
+
+
+def test_a_digest_is_kept_at_once_only_while_no_other_table_is_dropped() -> None:
+    cache = CandidateCache(entries=2)
+    assert cache.put("a" * 64, Candidates([]), 10) is True
+    assert cache.put(b"[1]", Candidates([])) is False  # by its bytes: from the second sighting on
+    assert cache.put("b" * 64, Candidates([]), 10) is True
+    assert cache.put("c" * 64, Candidates([]), 10) is False  # full
+    assert len(cache) == 2
 
 
 def test_the_raw_candidates_request_is_the_decision_request_but_for_candidates() -> None:
