@@ -7,6 +7,11 @@ on it. The decision's audit row is written only once the rules service has answe
 answer leaves only once that row is committed: with the rules service down the answer is a 503,
 nothing is released and nothing is audited.
 
+The caller's candidates go to the rules service as sent, with their SHA-256; once it said it holds
+that list, the digest goes alone, and a ``409 candidates-unknown`` (a restarted or other replica)
+costs one resend of the list (:meth:`gateway.upstream.Upstream.decide`). Neither changes the
+answer, its errors or the audit: a list the rules service refuses is still the caller's 400.
+
 The rules service never sees the subject id. For A/B assignment it gets ``assignment_key``:
 HMAC-SHA256 of the subject id under a key derived from the gateway's link-signing key, so that it
 is stable per shopper on every replica and means nothing outside the gateway. Rotating the link
@@ -125,12 +130,14 @@ class DecisionBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     """A decision request: the visit, the slots to fill, and the products to rank (else the shop's
     demo catalogue for the context's department and category), at most ``limit`` answered.
 
-    ``candidates`` stays the caller's JSON (any valid JSON passes here) and is forwarded as sent:
-    the rules service decodes it into its products anyway, holds it to the same schema and refuses
-    anything else naming the candidate (``$.candidates[3].price``), which the caller gets as its own
-    400 (:func:`_refused_candidates`). Checking the list here too was a quarter of the gateway's CPU
-    per decision. A refused list costs the consent and profile reads first, but nothing is released
-    or audited: the rules service refuses before any decision exists.
+    ``candidates`` stays the caller's JSON (any valid JSON passes here) and is forwarded as sent
+    (or, once the rules service holds that very JSON, named by its SHA-256: see
+    :meth:`gateway.upstream.Upstream.decide`): the rules service decodes it into its products
+    anyway, holds it to the same schema and refuses anything else naming the candidate
+    (``$.candidates[3].price``), which the caller gets as its own 400 (:func:`_refused_candidates`).
+    Checking the list here too was a quarter of the gateway's CPU per decision. A refused list costs
+    the consent and profile reads first, but nothing is released or audited: the rules service
+    refuses before any decision exists.
     """
 
     context: DecisionContext = msgspec.field(default_factory=DecisionContext)

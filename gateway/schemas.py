@@ -119,13 +119,16 @@ class RulesReason(msgspec.Struct):
 
 
 class RulesDecision(msgspec.Struct):
-    """The rules service's answer (``POST /v1/decide``), decoded strictly: anything else is a 503."""
+    """The rules service's answer (``POST /v1/decide``), decoded strictly: anything else is a 503.
+    ``candidates_held``: the rules service holds the candidate list named by the request's
+    ``candidates_digest`` (see :meth:`gateway.upstream.Upstream.decide`); not passed on."""
 
     purpose: str
     segments: list[str]
     variants: dict[str, str]
     products: list[str]
     reasons: list[RulesReason]
+    candidates_held: bool = False
 
 
 class SubjectDecision(msgspec.Struct):
