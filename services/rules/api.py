@@ -95,7 +95,7 @@ class SegmentController(Controller):
             "Segments matched, the variant per requested slot, the candidate products (or the demo "
             f"catalogue's) after the merchandising rules, at most {MAX_CANDIDATES}, and the reasons. "
             "A list sent before can be named by its `candidates_digest` (SHA-256 of its exact JSON "
-            "bytes) instead of sent again: with the list, the digest is checked (400 "
+            "bytes) instead of sent again: with the list, the digest is checked (422 "
             "candidates-digest-mismatch) and the answer's `candidates_held` says whether the list is "
             "now held here; alone, the held list is used, or 409 candidates-unknown asks for the list "
             "again (never sent, dropped, or held by another replica only). Digests of product lists "

@@ -52,7 +52,7 @@ from services.rules.schemas import (
 )
 from services.rules.selection import CandidateCache, Candidates
 from tillit.policy import Policy
-from tillit.problems import BadRequest, Conflict
+from tillit.problems import Conflict, Unprocessable
 
 __all__ = [
     "BUCKETS",
@@ -84,8 +84,9 @@ class CandidatesUnknown(Conflict):
     title = "Candidate list not held"
 
 
-class CandidatesDigestMismatch(BadRequest):
-    """A ``candidates_digest`` that is not the SHA-256 of the ``candidates`` sent with it."""
+class CandidatesDigestMismatch(Unprocessable):
+    """A ``candidates_digest`` that is not the SHA-256 of the ``candidates`` sent with it: 422, not
+    400, since the body matches the published schema (tests/schemathesis.toml's convention)."""
 
     slug = "candidates-digest-mismatch"
     title = "The candidates are not those of the digest"

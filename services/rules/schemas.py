@@ -142,7 +142,7 @@ _CandidatesDigest = Annotated[
         pattern=DIGEST_PATTERN,
         description=(
             "SHA-256 (lowercase hex) of the exact bytes of ``candidates`` as sent. With ``candidates``: "
-            "checked (400 if it is not theirs) and their table kept findable by it. Alone: the table "
+            "checked (422 if it is not theirs) and their table kept findable by it. Alone: the table "
             "held for it (409 candidates-unknown if none is held here: send the list with it again)."
         ),
     ),

@@ -231,7 +231,7 @@ _BAD_REQUESTS: list[tuple[str, Any, dict[str, str], int]] = [
         {},
         409,
     ),
-    ("a digest not of the candidates", {**_valid(), "candidates_digest": "0" * 64}, {}, 400),
+    ("a digest not of the candidates", {**_valid(), "candidates_digest": "0" * 64}, {}, 422),
     ("a digest in capitals", {**_valid(), "candidates_digest": "AB" * 32}, {}, 400),
     ("a digest too short", {**_valid(), "candidates_digest": "ab" * 31}, {}, 400),
     ("a digest with a newline", {**_valid(), "candidates_digest": "ab" * 32 + "\n"}, {}, 400),
@@ -419,7 +419,7 @@ def test_a_digest_that_is_not_the_candidates_is_refused_naming_both(rules: Rules
     wrong = "0" * 64
     served, routed = rules.both(_encode({**body, "candidates_digest": wrong}))
     _same(served, routed)
-    assert served.status_code == 400
+    assert served.status_code == 422  # schema-valid, refused for what no schema can say
     problem = served.json()
     assert problem["type"] == "urn:tillit:problem:candidates-digest-mismatch"
     assert wrong in problem["detail"]
@@ -427,4 +427,4 @@ def test_a_digest_that_is_not_the_candidates_is_refused_naming_both(rules: Rules
     # A list re-encoded with other whitespace is other bytes: the digest is of the bytes as sent.
     spaced = msgspec.json.format(msgspec.json.encode(body["candidates"]), indent=1)
     other = {**body, "candidates": msgspec.Raw(spaced), "candidates_digest": _digest(body["candidates"])}
-    assert rules.post(_encode(other)).status_code == 400
+    assert rules.post(_encode(other)).status_code == 422
