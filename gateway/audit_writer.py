@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final
 
@@ -86,6 +88,7 @@ class AuditWriter:
         self._database = database
         self._max_rows = max_rows
         self._linger = linger
+        self._expected = 0
         self._table: Table = ReleaseRecord.__table__  # type: ignore[attr-defined]
         if {column.name for column in self._table.columns} != set(_COLUMNS):
             raise RuntimeError("ReleaseRow no longer matches the release_record table")
@@ -106,6 +109,16 @@ class AuditWriter:
         # A caller that goes away cancels only its wait: its row stays queued and is written.
         await done
 
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """A row will follow once the caller's await inside this block is over (a decision waits for
+        the rules service first): a batch lingers for it as for a row already queued."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
+
     async def close(self) -> None:
         """Write what is queued, then refuse new records."""
         self._closed = True
@@ -115,7 +128,7 @@ class AuditWriter:
     async def _write_all(self) -> None:
         try:
             while self._queue:
-                if self._linger.worth_waiting(len(self._queue), 0):
+                if self._linger.worth_waiting(len(self._queue), self._expected):
                     await self._linger.wait()
                 batch = self._queue[: self._max_rows]
                 del self._queue[: self._max_rows]

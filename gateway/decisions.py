@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -195,7 +196,9 @@ class DecisionService:
             request["candidates"] = candidates
         if limit is not None:
             request["limit"] = limit
-        answer = await self.upstream.decide(request)
+        writer = self.gateway.audit.writer
+        with writer.expecting() if writer is not None else nullcontext():
+            answer = await self.upstream.decide(request)
         await self.gateway.audit.record(record)
         return SubjectDecision(
             subject_id=subject_id,

@@ -209,3 +209,18 @@ async def test_rows_that_find_others_waiting_linger_until_enough_have_come(datab
     assert writer.batches == [5]
     assert set(await stored(database)) == {record.release_id for record in records}
     await writer.close()
+
+
+async def test_a_batch_lingers_for_rows_on_their_way_as_for_rows_already_queued(database: Database) -> None:
+    """A decision waits for the rules service before its row comes: the batch ahead of it waits too."""
+    writer = CountingWriter(database, Linger(60.0, enough=3, siblings=2))
+    records = [release(f"shopper-{number}") for number in range(3)]
+    with writer.expecting(), writer.expecting():
+        first = asyncio.ensure_future(writer.record(records[0]))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert writer.batches == []  # one queued, two on their way
+    await asyncio.wait_for(asyncio.gather(first, *(writer.record(record) for record in records[1:])), 5)
+
+    assert writer.batches == [3]
+    await writer.close()
