@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -196,8 +195,7 @@ class DecisionService:
             request["candidates"] = candidates
         if limit is not None:
             request["limit"] = limit
-        writer = self.gateway.audit.writer
-        with writer.expecting() if writer is not None else nullcontext():
+        with self.gateway.audit.expecting():
             answer = await self.upstream.decide(request)
         await self.gateway.audit.record(record)
         return SubjectDecision(
