@@ -33,6 +33,7 @@ from tillit.keys import (
     load_public_keys,
 )
 from tillit.policy import load_policy
+from tillit.read_batch import Linger
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import load_settings
 
@@ -69,7 +70,7 @@ def create_app() -> Litestar:
         )
 
     def start_audit_writer(app: Litestar) -> None:
-        app.state.audit_writer = AuditWriter(app.state.database)
+        app.state.audit_writer = AuditWriter(app.state.database, linger=Linger(settings.batch_linger_seconds))
 
     async def stop_audit_and_upstream(app: Litestar) -> None:
         await app.state.audit_writer.close()

@@ -6,8 +6,10 @@ its WAL flush) per release; under load, releases arrive together, so their rows 
 
 :meth:`AuditWriter.record` queues the row and waits until the batch holding it is committed. One
 writer task takes up to ``max_rows`` queued rows at a time, inserts them in one statement and commits;
-rows queued meanwhile form the next batch. There is no timer: with nothing in flight a row is written
-at the next turn of the event loop, and the busier the gateway, the larger the batches.
+rows queued meanwhile form the next batch. With nothing else queued a row is written at the next turn
+of the event loop; when a batch finds several rows already waiting (a busy gateway) it may wait up to
+``TILLIT_BATCH_LINGER_SECONDS`` (2 ms) for a few more (:class:`tillit.read_batch.Linger`): fewer
+COMMITs, each a WAL flush, for the same releases.
 
 Durability is that of the per-request transaction: :meth:`record` returns only after COMMIT. If the
 batch fails, every release in it fails with 503 and nothing is released.
@@ -23,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final
 
@@ -32,6 +36,7 @@ from sqlalchemy import Table, insert
 from gateway.models import ReleaseRecord
 from tillit.db import Database, bare_connection
 from tillit.problems import Unavailable
+from tillit.read_batch import NO_LINGER, Linger
 
 __all__ = ["MAX_BATCH_ROWS", "AuditWriter", "ReleaseRow"]
 
@@ -77,11 +82,13 @@ _COLUMNS: Final = ReleaseRow.__struct_fields__
 class AuditWriter:
     """Writes :class:`ReleaseRecord` rows in batches; one per process, closed on shutdown."""
 
-    def __init__(self, database: Database, max_rows: int = MAX_BATCH_ROWS) -> None:
+    def __init__(self, database: Database, max_rows: int = MAX_BATCH_ROWS, linger: Linger = NO_LINGER) -> None:
         if max_rows < 1:
             raise ValueError("max_rows must be >= 1")
         self._database = database
         self._max_rows = max_rows
+        self._linger = linger
+        self._expected = 0
         self._table: Table = ReleaseRecord.__table__  # type: ignore[attr-defined]
         if {column.name for column in self._table.columns} != set(_COLUMNS):
             raise RuntimeError("ReleaseRow no longer matches the release_record table")
@@ -96,10 +103,21 @@ class AuditWriter:
             raise Unavailable("the gateway is shutting down; nothing is released", slug="audit-unavailable")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((tuple([getattr(record, name) for name in _COLUMNS]), done))
+        self._linger.queued(len(self._queue))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_all())
         # A caller that goes away cancels only its wait: its row stays queued and is written.
         await done
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """A row will follow once the caller's await inside this block is over (a decision waits for
+        the rules service first): a batch lingers for it as for a row already queued."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
 
     async def close(self) -> None:
         """Write what is queued, then refuse new records."""
@@ -110,6 +128,8 @@ class AuditWriter:
     async def _write_all(self) -> None:
         try:
             while self._queue:
+                if self._linger.worth_waiting(len(self._queue), self._expected):
+                    await self._linger.wait()
                 batch = self._queue[: self._max_rows]
                 del self._queue[: self._max_rows]
                 await self._write(batch)

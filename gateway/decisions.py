@@ -202,7 +202,8 @@ class DecisionService:
             request["candidates"] = candidates
         if limit is not None:
             request["limit"] = limit
-        answer = await self.upstream.decide(request)
+        with self.gateway.audit.expecting():
+            answer = await self.upstream.decide(request)
         await self.gateway.audit.record(record)
         return SubjectDecision(
             subject_id=subject_id,

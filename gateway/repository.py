@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -73,6 +74,11 @@ class ReleaseAuditRepository:
         if self._session is None:
             raise RuntimeError("this audit repository has no request session")
         return self._session
+
+    def expecting(self) -> AbstractContextManager[None]:
+        """A row will be recorded once the caller's await inside this block is over (see
+        :meth:`gateway.audit_writer.AuditWriter.expecting`); nothing to do without a writer."""
+        return nullcontext() if self.writer is None else self.writer.expecting()
 
     async def record(self, record: ReleaseRow | ReleaseRecord) -> None:
         """With a writer, the row is committed in a group commit before this returns (see gateway.audit_writer);

@@ -31,7 +31,7 @@ from gateway.release import ConsentView
 from gateway.schemas import RulesDecision
 from tillit.http1 import HTTP1Pool, UpstreamTransportError
 from tillit.problems import NotFound, TillitError, Unavailable, Unprocessable
-from tillit.read_batch import ReadBatcher
+from tillit.read_batch import Linger, ReadBatcher
 from tillit.service_tokens import ServiceTokenIssuer
 from tillit.settings import Settings
 
@@ -174,10 +174,14 @@ class Upstream:
         """The two reads of every release (consent state, profile): see tillit.http1."""
         self._consent_batches: dict[str, ReadBatcher[str, SubjectPurposeState]] = {}
         self._profile_batch: ReadBatcher[str, StoredProfile] = ReadBatcher(
-            self._fetch_profiles, lambda exc: _batch_failure("preferences", exc)
+            self._fetch_profiles, lambda exc: _batch_failure("preferences", exc), linger=self._linger()
         )
         self._held_lists = HeldLists()
         """Digests of the candidate lists the rules service said it holds (see :meth:`decide`)."""
+
+    def _linger(self) -> Linger:
+        """How long a batch of release reads may wait for company (see tillit.read_batch.Linger)."""
+        return Linger(self._settings.batch_linger_seconds)
 
     def _client(self) -> aiohttp.ClientSession:
         """The session, made on first use: aiohttp binds it to the running event loop."""
@@ -304,6 +308,7 @@ class Upstream:
             batcher = self._consent_batches[purpose] = ReadBatcher(
                 lambda subject_ids: self._fetch_consents(purpose, subject_ids),
                 lambda exc: _batch_failure("consent", exc),
+                linger=self._linger(),
             )
         consent, profile = await asyncio.gather(
             batcher.submit(subject_id), self._profile_batch.submit(subject_id), return_exceptions=True

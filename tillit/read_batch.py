@@ -7,8 +7,10 @@ PostgreSQL alone was a third of a single profile read's CPU (py-spy ``--native``
 
 :meth:`ReadBatcher.get` queues a key and waits for the batch holding it. A sender task takes up to
 ``max_batch`` queued keys at a time and fetches them in one call; keys queued meanwhile form the next
-batch. There is no timer: with no batch in flight a key goes out at the next turn of the event loop,
-and the busier the process, the larger the batches.
+batch. Without a :class:`Linger` there is no timer: with no batch in flight a key goes out at the
+next turn of the event loop, and the busier the process, the larger the batches. With one (the
+gateway's reads from the services), a batch started while other callers wait may wait a little
+for more keys; a lone caller never waits.
 
 No stale answer: a batch is taken from the queue when it is sent, so a key only ever joins a batch
 that has not been sent yet, and every answer is read after its request arrived — a write
@@ -27,7 +29,16 @@ from typing import Final, Generic, TypeVar
 
 from tillit.problems import Unavailable
 
-__all__ = ["MAX_BATCH_KEYS", "MAX_IN_FLIGHT", "ReadBatcher", "database_unavailable"]
+__all__ = [
+    "LINGER_ENOUGH",
+    "LINGER_SIBLINGS",
+    "MAX_BATCH_KEYS",
+    "MAX_IN_FLIGHT",
+    "NO_LINGER",
+    "Linger",
+    "ReadBatcher",
+    "database_unavailable",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -53,6 +64,69 @@ def database_unavailable(what: str) -> Callable[[BaseException], Unavailable]:
     return failure
 
 
+LINGER_ENOUGH: Final = 16
+"""Entries a lingering batch waits for at most: past a dozen or so the per-batch cost is amortized."""
+LINGER_SIBLINGS: Final = 2
+"""Other callers that must be waiting before a batch lingers (PostgreSQL's ``commit_siblings`` is 5)."""
+
+
+class Linger:
+    """Holds a batch open for company while the process is busy, as PostgreSQL's ``commit_delay`` does.
+
+    Without it a batch leaves at the next turn of the event loop with whatever is queued. When the
+    machine is saturated that is only a few keys, and the per-batch cost (an HTTP request to a
+    service, a COMMIT) is paid again and again: under ``bench.decisions`` the gateway's batches held
+    4-5 releases and the consent service, the preferences service and PostgreSQL cost a third of a
+    decision's CPU. Waiting up to ``seconds`` for ``enough`` entries halves that.
+
+    A lone caller never waits: a batch lingers only when at least ``siblings`` other callers are
+    waiting on the same batcher (queued or in a batch in flight), the sign of a busy process, and
+    only until ``enough`` are queued. ``seconds`` of 0 turns it off.
+    """
+
+    def __init__(self, seconds: float, *, enough: int = LINGER_ENOUGH, siblings: int = LINGER_SIBLINGS) -> None:
+        if seconds < 0 or enough < 1 or siblings < 0:
+            raise ValueError("seconds must be >= 0, enough >= 1 and siblings >= 0")
+        self.seconds = seconds
+        self.enough = enough
+        self.siblings = siblings
+        self._waiter: asyncio.Future[None] | None = None
+
+    def worth_waiting(self, queued: int, in_flight: int) -> bool:
+        """Whether a batch of ``queued`` entries, with ``in_flight`` callers already waiting on
+        batches sent, should wait for more."""
+        return self.seconds > 0 and queued < self.enough and queued - 1 + in_flight >= self.siblings
+
+    async def wait(self) -> None:
+        """Until ``enough`` are queued (:meth:`queued` says so) or ``seconds`` have passed."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(self.seconds, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    @property
+    def waiting(self) -> bool:
+        """A batch is lingering now (it will take what is queued when it stops)."""
+        return self._waiter is not None
+
+    def queued(self, count: int) -> None:
+        """``count`` entries are queued now: a lingering batch with enough of them leaves."""
+        if count >= self.enough and self._waiter is not None:
+            _wake(self._waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+NO_LINGER: Final = Linger(0.0, enough=1)
+
+
 class ReadBatcher(Generic[K, V]):
     """Fetches the values of queued keys in batches; ``None`` for a key the answer leaves out."""
 
@@ -63,14 +137,19 @@ class ReadBatcher(Generic[K, V]):
         *,
         max_batch: int = MAX_BATCH_KEYS,
         max_in_flight: int = MAX_IN_FLIGHT,
+        linger: Linger = NO_LINGER,
     ) -> None:
+        """``linger``: its own instance per batcher (it tracks that batcher's lingering batch)."""
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be >= 1")
         self._fetch = fetch
         self._failure = failure
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
+        self._linger = linger
         self._queue: list[tuple[K, asyncio.Future[V | None]]] = []
+        self._in_flight = 0
+        """Callers waiting on batches sent."""
         self._senders: set[asyncio.Task[None]] = set()
 
     async def get(self, key: K) -> V | None:
@@ -84,6 +163,9 @@ class ReadBatcher(Generic[K, V]):
         """
         done: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
         self._queue.append((key, done))
+        if self._linger.waiting:  # that batch takes this key when it leaves
+            self._linger.queued(len(self._queue))
+            return done
         # A sender that has returned stays in the set until its done-callback runs, a turn later: a key
         # queued meanwhile would wait for the next submit (for ever on a quiet gateway). Count the live ones.
         if sum(1 for sender in self._senders if not sender.done()) < self._max_in_flight:
@@ -99,6 +181,10 @@ class ReadBatcher(Generic[K, V]):
 
     async def _send_all(self) -> None:
         while self._queue:
+            if self._linger.waiting:  # a lingering batch takes the queue when it leaves
+                return
+            if self._linger.worth_waiting(len(self._queue), self._in_flight):
+                await self._linger.wait()
             batch = [(key, done) for key, done in self._queue[: self._max_batch] if not done.done()]
             del self._queue[: self._max_batch]
             if batch:
@@ -106,6 +192,7 @@ class ReadBatcher(Generic[K, V]):
 
     async def _send(self, batch: list[tuple[K, asyncio.Future[V | None]]]) -> None:
         keys = list(dict.fromkeys(key for key, _ in batch))
+        self._in_flight += len(batch)
         try:
             values = await self._fetch(keys)
         except BaseException as exc:
@@ -117,6 +204,8 @@ class ReadBatcher(Generic[K, V]):
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            self._in_flight -= len(batch)
         for key, done in batch:
             if not done.done():
                 done.set_result(values.get(key))

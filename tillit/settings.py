@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     access_token_ttl: int = 300
     service_token_ttl: int = 60
     upstream_timeout: float = 2.0
+    batch_linger_seconds: float = 0.002
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
     server: str = "granian"
@@ -107,6 +108,16 @@ def _positive(env: _Environ, name: str, default: float) -> float:
     return value
 
 
+MAX_BATCH_LINGER_SECONDS: Final = 0.05
+
+
+def _batch_linger(env: _Environ) -> float:
+    value = float(env("BATCH_LINGER_SECONDS") or 0.002)
+    if not 0 <= value <= MAX_BATCH_LINGER_SECONDS:
+        raise ValueError(f"TILLIT_BATCH_LINGER_SECONDS={value}; expected 0 (off) to {MAX_BATCH_LINGER_SECONDS} seconds")
+    return value
+
+
 def _port(env: _Environ, component: str) -> int:
     return int(env(f"{component.upper()}_PORT") or DEFAULT_PORTS[component])
 
@@ -142,6 +153,7 @@ def load_settings(component: str, environ: Mapping[str, str] | None = None) -> S
         access_token_ttl=int(env("ACCESS_TOKEN_TTL") or 300),
         service_token_ttl=int(env("SERVICE_TOKEN_TTL") or 60),
         upstream_timeout=float(env("UPSTREAM_TIMEOUT") or 2.0),
+        batch_linger_seconds=_batch_linger(env),
         log_level=(env("LOG_LEVEL") or "INFO").upper(),
         server=_server(env),
         expiry_sweep_seconds=float(env("EXPIRY_SWEEP_SECONDS") or 60.0),

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -17,6 +18,7 @@ from gateway.audit_writer import AuditWriter, ReleaseRow
 from gateway.models import ReleaseRecord
 from tillit.db import Database
 from tillit.problems import Unavailable
+from tillit.read_batch import Linger
 from tillit.testing import BACKENDS, migrated_database
 from tillit.types import as_utc
 
@@ -168,3 +170,57 @@ async def test_a_release_row_is_stored_column_for_column(database: Database) -> 
             found = {name: getattr(stored_row, name) for name in expected}
             found["released_at"] = as_utc(found["released_at"])
             assert found == expected
+
+
+class CountingWriter(AuditWriter):
+    """The writer, noting the size of each batch it commits."""
+
+    def __init__(self, database: Database, linger: Linger) -> None:
+        super().__init__(database, linger=linger)
+        self.batches: list[int] = []
+
+    async def _write(self, batch: list[Any]) -> None:
+        self.batches.append(len(batch))
+        await super()._write(batch)
+
+
+async def test_a_lone_release_is_not_held_back_by_the_linger(database: Database) -> None:
+    writer = CountingWriter(database, Linger(60.0, enough=8))
+    record = release("shopper-alone")
+
+    await asyncio.wait_for(writer.record(record), 5)
+
+    assert set(await stored(database)) == {record.release_id}
+    assert writer.batches == [1]
+    await writer.close()
+
+
+async def test_rows_that_find_others_waiting_linger_until_enough_have_come(database: Database) -> None:
+    writer = CountingWriter(database, Linger(60.0, enough=5, siblings=2))
+    records = [release(f"shopper-{number}") for number in range(5)]
+    first_four = [asyncio.ensure_future(writer.record(record)) for record in records[:4]]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert writer.batches == []  # four waiting: the batch lingers for a fifth
+    assert not any(task.done() for task in first_four)  # and nothing is released before its row commits
+
+    await asyncio.wait_for(asyncio.gather(*first_four, writer.record(records[4])), 5)
+
+    assert writer.batches == [5]
+    assert set(await stored(database)) == {record.release_id for record in records}
+    await writer.close()
+
+
+async def test_a_batch_lingers_for_rows_on_their_way_as_for_rows_already_queued(database: Database) -> None:
+    """A decision waits for the rules service before its row comes: the batch ahead of it waits too."""
+    writer = CountingWriter(database, Linger(60.0, enough=3, siblings=2))
+    records = [release(f"shopper-{number}") for number in range(3)]
+    with writer.expecting(), writer.expecting():
+        first = asyncio.ensure_future(writer.record(records[0]))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert writer.batches == []  # one queued, two on their way
+    await asyncio.wait_for(asyncio.gather(first, *(writer.record(record) for record in records[1:])), 5)
+
+    assert writer.batches == [3]
+    await writer.close()

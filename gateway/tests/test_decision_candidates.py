@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,9 @@ class _Gateway:
 
     async def record(self, row: Any) -> None:
         self.recorded.append(row)
+
+    def expecting(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class _Rules:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import pytest
 
 from tillit.problems import Unavailable
-from tillit.read_batch import ReadBatcher
+from tillit.read_batch import Linger, ReadBatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -173,3 +173,69 @@ async def test_a_read_queued_just_as_the_last_batch_finishes_is_still_sent(in_fl
     assert await readers[-1] == "A"  # woken before the sender's done-callback runs
     late = batcher.submit("b")
     assert await asyncio.wait_for(late, 2) == "B"
+
+
+async def test_a_lone_read_never_lingers() -> None:
+    """A quiet gateway answers at once: the linger is only for a batch that others are waiting on."""
+    store = Store({"a": "A"})
+    batcher = ReadBatcher(store.fetch, failure, linger=Linger(60.0, enough=8))
+    assert await asyncio.wait_for(batcher.get("a"), 5) == "A"
+    assert store.calls == [["a"]]
+
+
+async def test_with_others_waiting_a_batch_lingers_until_enough_reads_joined_it() -> None:
+    store = Store({key: key.upper() for key in "abcdef"})
+    batcher = ReadBatcher(store.fetch, failure, max_in_flight=2, linger=Linger(60.0, enough=4, siblings=2))
+    store.gate.clear()
+    first = asyncio.ensure_future(batcher.get("a"))
+    await settle()
+    assert store.calls == [["a"]]  # alone: sent at once, and now in flight
+    waiting = [asyncio.ensure_future(batcher.get(key)) for key in "bc"]
+    await settle()
+    assert store.calls == [["a"]]  # "b" found two others waiting: its batch lingers
+    waiting += [asyncio.ensure_future(batcher.get(key)) for key in "de"]
+    await settle()
+    assert store.calls == [["a"], ["b", "c", "d", "e"]]  # left once four were queued, long before 60 s
+    store.gate.set()
+    assert await first == "A"
+    assert [await read for read in waiting] == ["B", "C", "D", "E"]
+
+
+async def test_a_lingering_batch_leaves_after_the_linger_with_what_it_has() -> None:
+    store = Store({key: key.upper() for key in "abc"})
+    batcher = ReadBatcher(store.fetch, failure, max_in_flight=2, linger=Linger(0.05, enough=100, siblings=1))
+    store.gate.clear()
+    first = asyncio.ensure_future(batcher.get("a"))
+    await settle()
+    rest = asyncio.ensure_future(asyncio.gather(batcher.get("b"), batcher.get("c")))
+    await settle()
+    assert store.calls == [["a"]]
+    store.gate.set()
+    assert await first == "A"
+    assert await asyncio.wait_for(rest, 5) == ["B", "C"]
+    assert store.calls == [["a"], ["b", "c"]]
+
+
+async def test_a_lingering_batch_still_never_holds_a_read_that_arrived_after_it_was_sent() -> None:
+    """The linger only delays when a batch leaves; what it read is still read after every key in it arrived."""
+    store = Store({"astrid": "given", "bo": "given", "cy": "given"})
+    batcher = ReadBatcher(store.fetch, failure, max_in_flight=2, linger=Linger(60.0, enough=3, siblings=1))
+    store.gate.clear()
+    first = asyncio.ensure_future(batcher.get("astrid"))
+    await settle()
+    lingering = [asyncio.ensure_future(batcher.get(key)) for key in ("bo", "cy")]
+    await settle()
+    store.values["astrid"] = "withdrawn"  # acknowledged while that batch lingers
+    late = asyncio.ensure_future(batcher.get("astrid"))
+    await settle()
+    assert store.calls == [["astrid"], ["bo", "cy", "astrid"]]
+    store.gate.set()
+    assert await first == "given"
+    assert await late == "withdrawn"
+    assert [await read for read in lingering] == ["given", "given"]
+
+
+@pytest.mark.parametrize(("seconds", "enough", "siblings"), [(-1, 1, 1), (0.01, 0, 1), (0.01, 1, -1)])
+def test_linger_bounds_below_zero_or_one_are_refused(seconds: float, enough: int, siblings: int) -> None:
+    with pytest.raises(ValueError, match="must be >= "):
+        Linger(seconds, enough=enough, siblings=siblings)
