@@ -29,6 +29,7 @@ import msgspec
 
 from gateway.release import ConsentView
 from gateway.schemas import RulesDecision
+from tillit.call_batch import CallBatcher
 from tillit.http1 import HTTP1Pool, UpstreamTransportError
 from tillit.problems import NotFound, TillitError, Unavailable, Unprocessable
 from tillit.read_batch import Linger, ReadBatcher
@@ -151,6 +152,12 @@ class HeldLists:
         self._digests.pop(digest, None)
 
 
+class _DecisionBatchAnswer(msgspec.Struct):
+    """The rules service's answer to ``POST /v1/decide/batch``: one result per request, in order."""
+
+    results: list[RulesDecision | None]
+
+
 class _UpstreamProblem(TillitError):
     """A 4xx answer from a service, passed on to the caller as it came."""
 
@@ -175,6 +182,9 @@ class Upstream:
         self._consent_batches: dict[str, ReadBatcher[str, SubjectPurposeState]] = {}
         self._profile_batch: ReadBatcher[str, StoredProfile] = ReadBatcher(
             self._fetch_profiles, lambda exc: _batch_failure("preferences", exc), linger=self._linger()
+        )
+        self._decision_batch: CallBatcher[dict[str, Any], RulesDecision | None] = CallBatcher(
+            self._decide_batch, lambda exc: _batch_failure("rules", exc), linger=self._linger()
         )
         self._held_lists = HeldLists()
         """Digests of the candidate lists the rules service said it holds (see :meth:`decide`)."""
@@ -202,6 +212,7 @@ class Upstream:
     async def close(self) -> None:
         for batcher in (*self._consent_batches.values(), self._profile_batch):
             await batcher.close()
+        await self._decision_batch.close()
         await self._plain.close()
         if self._session is not None:
             await self._session.close()
@@ -371,14 +382,14 @@ class Upstream:
         """
         candidates = request.get("candidates")
         if not isinstance(candidates, msgspec.Raw):
-            return await self._call("rules", "POST", "/v1/decide", RulesDecision, json=request, plain=True)
+            return await self._decide_small(request)
         digest = hashlib.sha256(candidates).hexdigest()
         held = self._held_lists
         if held.held(digest):
             alone = {key: value for key, value in request.items() if key != "candidates"}
             alone["candidates_digest"] = digest
             try:
-                answer = await self._call("rules", "POST", "/v1/decide", RulesDecision, json=alone, plain=True)
+                answer = await self._decide_small(alone)
             except _UpstreamProblem as exc:
                 if exc.status_code != 409 or exc.slug != CANDIDATES_UNKNOWN:
                     raise
@@ -393,6 +404,26 @@ class Upstream:
         if answer.candidates_held:
             held.remember(digest)
         return answer
+
+    async def _decide_small(self, request: dict[str, Any]) -> RulesDecision:
+        """A decision request without a candidate list in it (~0.5 KB): in one ``POST /v1/decide/batch``
+        with the others in flight (each rules call costs the service ~60 µs of CPU before any rule
+        runs: the server, the system calls, the token). One the batch leaves to ``POST /v1/decide``
+        (``null``: a request it refuses, or a digest not held there) is sent there alone, for its
+        own answer or problem, as before."""
+        answer = await self._decision_batch.call(request)
+        if answer is None:
+            answer = await self._call("rules", "POST", "/v1/decide", RulesDecision, json=request, plain=True)
+        return answer
+
+    async def _decide_batch(self, requests: list[dict[str, Any]]) -> list[RulesDecision | None]:
+        try:
+            answer = await self._call(
+                "rules", "POST", "/v1/decide/batch", _DecisionBatchAnswer, json={"decisions": requests}, plain=True
+            )
+        except _UpstreamProblem:  # a batch it refuses says nothing of each request: each goes alone
+            return [None] * len(requests)
+        return answer.results
 
     async def active_consents(self, purpose: str, after: str, limit: int) -> ActiveConsents:
         """A keyset page of the subjects whose consent to ``purpose`` counts now (audiences)."""

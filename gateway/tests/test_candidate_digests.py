@@ -7,6 +7,7 @@ come from the shared stub). What the rules service received is recorded at its A
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from litestar.testing import AsyncTestClient
 
 from bench.decisions import candidates, definitions
 from gateway.app import create_app
+from gateway.decisions import DecisionContext
 from gateway.tests.fast_paths import ASTRID, PURPOSE, StubUpstream, access_token, audit_rows
 from gateway.upstream import HeldLists, Upstream
 from services.rules.app import create_app as create_rules_app
@@ -30,12 +32,34 @@ from tillit.settings import Settings
 pytestmark = pytest.mark.anyio
 
 
+class _Batch(msgspec.Struct):
+    decisions: list[msgspec.Raw]
+
+
 @dataclass
 class RulesDoor:
-    """The rules app as the gateway's HTTP/1.1 pool reaches it, recording each body it received."""
+    """The rules app as the gateway's HTTP/1.1 pool reaches it, recording each decision body it
+    received: a ``POST /v1/decide`` body, or each item of a ``POST /v1/decide/batch``."""
 
     client: AsyncTestClient[Litestar]
     received: list[bytes] = field(default_factory=list)
+    batched: list[bool] = field(default_factory=list)
+    """For each of ``received``: whether it came in a batch."""
+    requests: int = 0
+    """HTTP requests that carried them."""
+
+    def record(self, path: str, body: bytes) -> None:
+        items = (
+            [bytes(item) for item in msgspec.json.decode(body, type=_Batch).decisions] if "batch" in path else [body]
+        )
+        self.requests += 1
+        self.received.extend(items)
+        self.batched.extend(["batch" in path] * len(items))
+
+    def clear(self) -> None:
+        self.received.clear()
+        self.batched.clear()
+        self.requests = 0
 
     async def request(
         self, method: str, base: str, target: str, headers: dict[str, str], body: bytes | None
@@ -47,7 +71,7 @@ class RulesDoor:
         pass
 
     def decisions(self) -> list[dict[str, Any]]:
-        """The ``POST /v1/decide`` bodies received, decoded, oldest first."""
+        """The decision bodies received, decoded, oldest first."""
         return [msgspec.json.decode(body) for body in self.received]
 
 
@@ -83,7 +107,7 @@ async def platform(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Async
         rules_app = rules_client.app.asgi_handler
 
         async def recorded(scope: Any, receive: Any, send: Any) -> None:
-            if scope["type"] != "http" or scope["path"] != "/v1/decide":
+            if scope["type"] != "http" or scope["path"] not in ("/v1/decide", "/v1/decide/batch"):
                 await rules_app(scope, receive, send)
                 return
             chunks: list[bytes] = []
@@ -93,7 +117,7 @@ async def platform(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Async
                 if message["type"] == "http.request":
                     chunks.append(message.get("body", b""))
                     if not message.get("more_body", False):
-                        door.received.append(b"".join(chunks))
+                        door.record(scope["path"], b"".join(chunks))
                 return message
 
             await rules_app(scope, receiving, send)
@@ -159,17 +183,44 @@ async def test_a_rules_service_that_lost_its_tables_gets_the_list_again_and_the_
         else:  # a new process (or another replica behind the same URL): nothing held, nothing counted
             engine = platform.rules.client.app.state.engine
             engine.candidate_tables = CandidateCache()
-        platform.rules.received.clear()
+        platform.rules.clear()
         assert _answer(await platform.decide(body)) == expected
-        refused, resent = platform.rules.decisions()  # one 409, one resend: no more
+        # In a batch, left to POST /v1/decide; there alone, a 409; then the list once more: no more.
+        batched, refused, resent = platform.rules.decisions()
+        assert platform.rules.batched == [True, False, False]
+        assert batched == refused
         assert "candidates" not in refused
         assert msgspec.json.encode(resent["candidates"]) == sent
         assert resent["candidates_digest"] == refused["candidates_digest"] == hashlib.sha256(sent).hexdigest()
-        platform.rules.received.clear()
+        platform.rules.clear()
         assert _answer(await platform.decide(body)) == expected
         [alone] = platform.rules.decisions()  # held again: the digest alone
+        assert platform.rules.batched == [True]
         assert "candidates" not in alone
     assert await audit_rows(platform.gateway, ASTRID) == [(PURPOSE, "released")] * 6
+
+
+async def test_decisions_in_flight_together_share_rules_requests_and_get_their_own_answers(
+    platform: Platform,
+) -> None:
+    _, sent = _body(candidates(random.Random(10)))  # noqa: S311 - reproducible test data
+    requests = [
+        {
+            "purpose": PURPOSE,
+            "profile": {"favourite_brands": [brand], "clothing_size": "M"},
+            "context": DecisionContext(page="home", visit_count=visits, slots=["home.hero"]),
+            "assignment_key": f"{visits:032x}",
+            "candidates": msgspec.Raw(sent),
+        }
+        for visits, brand in enumerate(["Gucci", "Hope", "Arket", "Ganni", "Gucci", "Hope"], start=1)
+    ]
+    alone = [await platform.upstream.decide(request) for request in requests]  # the first sends the list
+    assert len({msgspec.json.encode(answer) for answer in alone}) > 1  # the profiles make a difference
+    platform.rules.clear()
+    together = await asyncio.gather(*(platform.upstream.decide(request) for request in requests))
+    assert together == alone  # each its own answer
+    assert platform.rules.batched == [True] * 6  # the digest alone, in POST /v1/decide/batch
+    assert platform.rules.requests == 1  # in flight together: one request
 
 
 async def test_a_list_the_rules_service_does_not_keep_goes_whole_every_time(platform: Platform) -> None:
@@ -213,7 +264,7 @@ async def test_any_other_failure_of_a_digest_alone_is_not_retried(platform: Plat
         await handler(scope, receive, send)
 
     rules_app.asgi_handler = failing
-    platform.rules.received.clear()
+    platform.rules.clear()
     try:
         down = await platform.decide(body)
     finally:

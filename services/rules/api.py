@@ -14,12 +14,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.rules.catalogue import Catalogue, Category, Department, Product
 from services.rules.definitions import KEY_PATTERN, SLOT_PATTERN, Definition
 from services.rules.engine import Engine
-from services.rules.fast_decide import DECIDE_BODY_BYTES
+from services.rules.fast_decide import DECIDE_BODY_BYTES, decide_batch
 from services.rules.repository import DefinitionRepository, ExposureRepository
 from services.rules.schemas import (
+    MAX_BATCH_DECISIONS,
     MAX_CANDIDATES,
     CandidatesOnly,
     Decision,
+    DecisionBatch,
+    DecisionBatchAnswer,
     DecisionRequest,
     DefinitionOut,
     Evaluation,
@@ -112,6 +115,23 @@ class SegmentController(Controller):
         # decoded whole before this handler; the last ``candidates`` counts, as in that decode).
         sent = _candidates_only(await request.body()).candidates
         return engine.decide(data, bytes(sent))
+
+    @post(
+        "/decide/batch",
+        status_code=HTTP_200_OK,
+        summary="Several personalization decisions in one request (the gateway's, under load)",
+        description=(
+            f"Up to {MAX_BATCH_DECISIONS} `POST /v1/decide` bodies; one result per body, in order: the "
+            "decision that endpoint would answer, or `null` for a body only that endpoint can answer "
+            "(one it refuses, or a `candidates_digest` not held here): sent there alone, it gets its own "
+            "answer or problem. A whole batch that is not valid gets the problem here."
+        ),
+        dependencies=_EVALUATE,
+        request_max_body_size=DECIDE_BODY_BYTES,
+        responses=problem_responses(400, 401, 413, 415),
+    )
+    async def decide_batch(self, data: DecisionBatch, engine: Engine) -> DecisionBatchAnswer:
+        return decide_batch(engine, data)
 
     @post(
         "/segments/{key:str}/match",

@@ -38,22 +38,32 @@ from litestar import Litestar
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.rules.engine import Engine
-from services.rules.schemas import DecisionRequest, RawCandidatesDecisionRequest
+from services.rules.schemas import (
+    Decision,
+    DecisionBatch,
+    DecisionBatchAnswer,
+    DecisionRequest,
+    RawCandidatesDecisionRequest,
+)
+from services.rules.selection import Candidates
 from services.rules.service import current_engine
 from tillit.fast_asgi import PLAIN_HOST, answer_json, answer_problem, replaying, whole_body
 from tillit.service_tokens import ServiceTokenVerifier, authorization_of
 
-__all__ = ["DECIDE_BODY_BYTES", "FastDecide"]
+__all__ = ["DECIDE_BODY_BYTES", "FastDecide", "decide_batch", "decided"]
 
 DECIDE_BODY_BYTES: Final = 2 * 1024 * 1024
 """A decision carries up to 500 candidate products: the caller's JSON of them as the gateway took it
 (a body of up to 1 MiB), plus the filtered profile and the context. The route's bound too."""
 _PATH: Final = "/v1/decide"
+_BATCH_PATH: Final = "/v1/decide/batch"
+_PATHS: Final = frozenset((_PATH, _BATCH_PATH))
 _CANDIDATES_KEY: Final = b'"candidates"'
 _NULL: Final = msgspec.Raw(b"null")
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(RawCandidatesDecisionRequest, strict=True).decode
 _decode_checked = msgspec.json.Decoder(DecisionRequest, strict=True).decode
+_decode_batch = msgspec.json.Decoder(DecisionBatch, strict=True).decode
 
 
 class FastDecide:
@@ -74,21 +84,18 @@ class FastDecide:
             return
         messages: list[Message] = []
         body = await whole_body(receive, messages, DECIDE_BODY_BYTES)
-        request = None if body is None else _decodable(engine, body)
+        if scope["path"] == _BATCH_PATH:
+            batch = None if body is None else _batch(body)
+            if batch is None:
+                await self._fallback(scope, replaying(messages, receive), send)
+                return
+            await answer_json(send, _encode(decide_batch(engine, batch)))
+            return
+        request = None if body is None else _prepared(engine, body)
         if request is None:
             await self._fallback(scope, replaying(messages, receive), send)
             return
-        engine, decoded = request
-        digest = decoded.candidates_digest
-        held = None
-        try:
-            if digest is None:
-                table = engine.candidate_table(decoded.candidates)
-            else:
-                table, held = engine.digest_table(decoded.candidates, digest)
-        except Exception:  # refused as the route refuses it (ValidationError, ValueError, 409, digest 400 ...)
-            await self._fallback(scope, replaying(messages, receive), send)
-            return
+        decoded, table, held = request
         try:
             answer = _encode(engine.decide_on(decoded, table, held))
         except Exception as exc:
@@ -101,7 +108,7 @@ class FastDecide:
         if (
             scope["type"] != "http"
             or scope["method"] != "POST"
-            or scope["path"] != _PATH
+            or scope["path"] not in _PATHS
             or scope["query_string"]
             or scope.get("root_path")
         ):
@@ -132,6 +139,53 @@ class FastDecide:
         except Exception:
             return False
         return True
+
+
+def decide_batch(engine: Engine, batch: DecisionBatch) -> DecisionBatchAnswer:
+    """``POST /v1/decide/batch``, on this path and the route alike: each item decided as this path
+    decides a ``POST /v1/decide`` body, ``null`` for one only that route can answer."""
+    return DecisionBatchAnswer([decided(engine, bytes(item)) for item in batch.decisions])
+
+
+def decided(engine: Engine, body: bytes) -> Decision | None:
+    """The decision on one ``POST /v1/decide`` body when this path answers it 200; None when only the
+    route can answer it (any problem, and every body this path leaves to the route)."""
+    request = _prepared(engine, body)
+    if request is None:
+        return None
+    decoded, table, held = request
+    try:
+        return engine.decide_on(decoded, table, held)
+    except Exception:  # the route's problem document, for the gateway to ask for alone
+        return None
+
+
+def _batch(body: bytes) -> DecisionBatch | None:
+    try:
+        return _decode_batch(body)
+    except Exception:  # ValidationError, DecodeError, RecursionError: the route's problem documents
+        return None
+
+
+def _prepared(
+    engine: Engine, body: bytes
+) -> tuple[RawCandidatesDecisionRequest, Candidates | None, bool | None] | None:
+    """The decoded body, its candidates' table and whether that is held for the body's digest, when
+    this path may decide it; None to leave the body to the route."""
+    request = _decodable(engine, body)
+    if request is None:
+        return None
+    _, decoded = request
+    digest = decoded.candidates_digest
+    held = None
+    try:
+        if digest is None:
+            table = engine.candidate_table(decoded.candidates)
+        else:
+            table, held = engine.digest_table(decoded.candidates, digest)
+    except Exception:  # refused as the route refuses it (ValidationError, ValueError, 409, digest 422 ...)
+        return None
+    return decoded, table, held
 
 
 def _decodable(engine: Engine, body: bytes) -> tuple[Engine, RawCandidatesDecisionRequest] | None:

@@ -16,6 +16,7 @@ from tillit.types import ProfileFieldName, PurposeKey
 __all__ = [
     "CONTEXT_ID_PATTERN",
     "DIGEST_PATTERN",
+    "MAX_BATCH_DECISIONS",
     "MAX_CANDIDATES",
     "MAX_SLOTS",
     "NAME_PATTERN",
@@ -24,6 +25,8 @@ __all__ = [
     "CandidatesOnly",
     "Condition",
     "Decision",
+    "DecisionBatch",
+    "DecisionBatchAnswer",
     "DecisionContext",
     "DecisionReason",
     "DecisionRequest",
@@ -240,3 +243,42 @@ class SegmentMatch(msgspec.Struct):
 
     segment: str
     matches: list[int]
+
+
+MAX_BATCH_DECISIONS: Final = 32
+
+
+def _inlined(schema: Any, components: dict[str, Any]) -> Any:
+    """``schema`` with every ``$ref`` to ``components`` replaced by the component itself."""
+    if isinstance(schema, dict):
+        if set(schema) == {"$ref"}:
+            return _inlined(components[schema["$ref"]], components)
+        return {key: _inlined(value, components) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_inlined(value, components) for value in schema]
+    return schema
+
+
+def _decision_request_schema() -> dict[str, Any]:
+    """What an item of ``decisions`` publishes: a ``POST /v1/decide`` body (the item holds its raw JSON)."""
+    (request,), components = msgspec.json.schema_components([DecisionRequest], ref_template="{name}")
+    inlined: dict[str, Any] = _inlined(request, components)
+    return inlined
+
+
+class DecisionBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Up to :data:`MAX_BATCH_DECISIONS` decisions in one request: each item is a ``POST /v1/decide``
+    body, kept as sent and decided as that endpoint decides it."""
+
+    decisions: Annotated[
+        list[Annotated[msgspec.Raw, msgspec.Meta(extra_json_schema=_decision_request_schema())]],
+        msgspec.Meta(min_length=1, max_length=MAX_BATCH_DECISIONS),
+    ]
+
+
+class DecisionBatchAnswer(msgspec.Struct):
+    """One result per decision, in order: the decision, or ``null`` for one this batch leaves to
+    ``POST /v1/decide`` (a body that endpoint refuses, or a list named by a digest not held here):
+    sent there alone, it gets its own answer or problem."""
+
+    results: list[Decision | None]

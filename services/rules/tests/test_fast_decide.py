@@ -428,3 +428,57 @@ def test_a_digest_that_is_not_the_candidates_is_refused_naming_both(rules: Rules
     spaced = msgspec.json.format(msgspec.json.encode(body["candidates"]), indent=1)
     other = {**body, "candidates": msgspec.Raw(spaced), "candidates_digest": _digest(body["candidates"])}
     assert rules.post(_encode(other)).status_code == 422
+
+
+def _batch(*bodies: bytes) -> bytes:
+    return b'{"decisions": [' + b", ".join(bodies) + b"]}"
+
+
+def test_a_batch_answers_each_decision_as_post_decide_alone_or_leaves_it_to_it(rules: Rules) -> None:
+    rng = _rng(30)
+    held_body, unknown_body = _visit(rng), _visit(rng)
+    unknown_body["candidates"] = candidates(_rng(99))
+    assert rules.post(_with_digest(held_body)).json()["candidates_held"] is True
+    refused = _visit(rng)
+    refused["candidates"] = [{**_LIST[0], "price": "cheap"}, *_LIST[1:]]
+    items = [
+        _encode(_visit(rng)),  # with its list
+        _encode(_visit(rng, with_candidates=False)),  # the demo catalogue's
+        _with_digest(held_body, alone=True),  # a list held here, by its digest
+        _with_digest(unknown_body, alone=True),  # a digest of a list never sent: only POST /v1/decide says so
+        _encode(refused),  # a candidate the schema refuses
+        _encode({**_visit(rng), "profile": "nobody"}),  # not a decision body at all
+    ]
+    answer = rules.post(_batch(*items), path="/v1/decide/batch")
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert rules.routed == []
+    alone = [rules.post(item) for item in items]
+    assert [single.status_code for single in alone] == [200, 200, 200, 409, 400, 400]
+    assert results[:3] == [single.json() for single in alone[:3]]
+    assert results[3:] == [None, None, None]
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        pytest.param(_batch(_encode(_valid()), _encode(_visit(_rng(8), with_candidates=False))), id="good"),
+        pytest.param(b'{"decisions": [', id="not JSON"),
+        pytest.param(b'{"decisions": []}', id="empty"),
+        pytest.param(_batch(*[b"{}"] * 33), id="too many"),
+        pytest.param(b'{"decisions": [{}], "more": 1}', id="an unknown field"),
+        pytest.param(b'{"decisions": {}}', id="not a list"),
+    ],
+)
+def test_a_batch_before_litestar_answers_as_the_route_does(rules: Rules, batch: bytes) -> None:
+    served, routed = rules.both(batch, path="/v1/decide/batch")
+    _same(served, routed)
+    good = served.status_code == 200
+    assert good or served.status_code == 400, served.text
+    assert rules.routed == ([] if good else ["POST /v1/decide/batch"])
+
+
+def test_a_batch_without_a_token_is_refused_before_anything_is_decided(rules: Rules) -> None:
+    served, routed = rules.both(_batch(_encode(_valid())), {"Authorization": ""}, path="/v1/decide/batch")
+    _same(served, routed)
+    assert served.status_code == 401
