@@ -377,8 +377,8 @@ class Upstream:
         service restarted, dropped the table, or another replica behind the same URL answered) makes
         it forget the digest and send the list with it once more; that answer, or any other failure,
         is final, as before. With several replicas each one that lacks the list costs one such extra
-        round trip and then holds it too (from its second sighting on, as the rules service admits
-        lists): they converge, and a list's digest is no personal data.
+        round trip and then holds it too (at once while its cache has room, else as that cache
+        admits lists): they converge, and a list's digest is no personal data.
         """
         candidates = request.get("candidates")
         if not isinstance(candidates, msgspec.Raw):

@@ -229,6 +229,33 @@ def test_the_candidates_ranked_are_those_the_gateway_checked(stack: RunningPlatf
     assert sorted(response.json()["products"]) == ["second-1", "second-2"]
 
 
+def test_a_restarted_rules_service_gets_the_candidate_list_again(stack: RunningPlatform) -> None:
+    """After the first decision the gateway names the list by its SHA-256 alone; a restarted rules
+    service holds no table for it, answers 409 candidates-unknown, and the gateway sends the list
+    once more: the caller sees the same decision, never the 409."""
+    segment, _, slot = jeans_definitions(stack)
+    subject = stack.new_shopper({**ASTRID, "favourite_categories": ["jeans"]}, consents=((PROFILED, "give"),))
+    tag = uuid.uuid4().hex[:8]
+    listed = [{**item, "id": f"{item['id']}-{tag}"} for item in CANDIDATES]
+    body = {"context": {"page": "home"}, "slots": [slot], "candidates": listed}
+
+    def decided() -> dict[str, Any]:
+        response = decide(stack, subject, body)
+        assert response.status_code == 200, response.text
+        answer = dict(response.json())
+        del answer["release_id"]
+        return answer
+
+    expected = decided()
+    assert segment in expected["segments"]
+    assert expected["products"] == [f"jeans-1-{tag}", f"jeans-2-{tag}"]
+    assert "candidates_held" not in expected
+    assert decided() == expected  # the digest alone
+    stack.restart("rules")
+    assert decided() == expected  # 409, then the list again
+    assert decided() == expected
+
+
 def _auditor(stack: RunningPlatform) -> dict[str, str]:
     if "auditor" not in stack.channels:
         stack.add_channel("email", ["audit:read"], name="auditor")

@@ -170,7 +170,8 @@ class Engine:
         self._checked_at = -math.inf
         self._purposes: dict[str, CompiledPurpose] = {}
         self.candidate_tables = CandidateCache()
-        """Tables of candidate lists sent before (see :meth:`candidate_table`)."""
+        """Tables of candidate lists sent before, by their JSON or their digest (see
+        :meth:`candidate_table` and :meth:`digest_table`)."""
 
     def fresh(self, policy: Policy) -> bool:
         """Compiled for ``policy`` and checked against the database less than :data:`RECHECK_SECONDS` ago."""
