@@ -43,6 +43,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.serialization import encode_json
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from gateway.candidate_lists import KnownLists, decode_around_known_list
 from gateway.decisions import DECISION_BODY_BYTES, DecisionBody, decide_on_body, sessionless_decisions
 from gateway.fast_release import SUBJECT_ID, subject_purpose, verified_caller
 from tillit.app import decode_strictly
@@ -53,15 +54,22 @@ __all__ = ["FastDecision", "decode_decision_body", "read_body"]
 
 _PATH: Final = re.compile(rf"/v1/subjects/({SUBJECT_ID})/decisions")
 _LENGTH: Final = re.compile(rb"[0-9]{1,7}")
-_decode_typed = msgspec.json.Decoder(DecisionBody, strict=True).decode
+_decoder = msgspec.json.Decoder(DecisionBody, strict=True)
+_decode_typed = _decoder.decode
 
 
-def decode_decision_body(body: bytes) -> DecisionBody:
+def decode_decision_body(body: bytes, known: KnownLists | None = None) -> DecisionBody:
     """The body as ``before_request`` decodes it for the route (:func:`tillit.app.decode_strictly`).
 
     That function tries this same typed strict decode first and returns its value; only a body it
-    refuses is handed to it, to be read (or refused) exactly as there.
+    refuses is handed to it, to be read (or refused) exactly as there. With ``known`` lists, a body
+    whose candidates are one of them is decoded around it (:func:`decode_around_known_list`: the same
+    value, without reading the list again).
     """
+    if known is not None:
+        decoded = decode_around_known_list(body, known, _decoder)
+        if decoded is not None:
+            return decoded
     try:
         return _decode_typed(body)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
@@ -105,7 +113,8 @@ class FastDecision:
         try:
             state = self._app.state
             caller = verified_caller(state, authorization)
-            data = decode_decision_body(await read_body(receive, DECISION_BODY_BYTES))
+            known = getattr(state.get("upstream"), "known_lists", None)
+            data = decode_decision_body(await read_body(receive, DECISION_BODY_BYTES), known)
             database: Database = state.database
             async with database.write_turns or nullcontext():
                 decision = await decide_on_body(sessionless_decisions(state), caller, subject_id, purpose, data)

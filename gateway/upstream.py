@@ -17,7 +17,6 @@ transport ~2.6 ms; aiohttp alone, with the answer decoded straight from its byte
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -27,6 +26,7 @@ from urllib.parse import quote, urlencode
 import aiohttp
 import msgspec
 
+from gateway.candidate_lists import KnownLists
 from gateway.release import ConsentView
 from gateway.schemas import RulesDecision
 from tillit.call_batch import CallBatcher
@@ -186,6 +186,8 @@ class Upstream:
         self._decision_batch: CallBatcher[dict[str, Any], RulesDecision | None] = CallBatcher(
             self._decide_batch, lambda exc: _batch_failure("rules", exc), linger=self._linger()
         )
+        self.known_lists = KnownLists()
+        """Recent candidate lists with their digests (see gateway.candidate_lists)."""
         self._held_lists = HeldLists()
         """Digests of the candidate lists the rules service said it holds (see :meth:`decide`)."""
 
@@ -383,7 +385,7 @@ class Upstream:
         candidates = request.get("candidates")
         if not isinstance(candidates, msgspec.Raw):
             return await self._decide_small(request)
-        digest = hashlib.sha256(candidates).hexdigest()
+        digest = self.known_lists.digest(candidates)
         held = self._held_lists
         if held.held(digest):
             alone = {key: value for key, value in request.items() if key != "candidates"}
