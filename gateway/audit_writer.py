@@ -7,7 +7,7 @@ its WAL flush) per release; under load, releases arrive together, so their rows 
 :meth:`AuditWriter.record` queues the row and waits until the batch holding it is committed. One
 writer task takes up to ``max_rows`` queued rows at a time, inserts them in one statement and commits;
 rows queued meanwhile form the next batch. With nothing else queued a row is written at the next turn
-of the event loop; when a batch finds several rows already waiting (a busy gateway) it may wait up to
+of the event loop; when a batch finds other rows already waiting (a busy gateway) it may wait up to
 ``TILLIT_BATCH_LINGER_SECONDS`` (2 ms) for a few more (:class:`tillit.read_batch.Linger`): fewer
 COMMITs, each a WAL flush, for the same releases.
 
