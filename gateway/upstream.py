@@ -115,10 +115,6 @@ class _SegmentMatch(msgspec.Struct):
     matches: list[int]
 
 
-CANDIDATES_UNKNOWN: Final = "candidates-unknown"
-"""The rules service's slug for a ``candidates_digest`` it holds no list for (409)."""
-
-
 class HeldLists:
     """The SHA-256 digests (hex) of candidate lists the rules service said it holds, the most
     recently used ``entries`` kept. Digests of product lists only: no subject id, nothing personal.
@@ -374,13 +370,15 @@ class Upstream:
 
         ``request["candidates"]`` (if any) is the caller's JSON (``msgspec.Raw``). It goes with its
         SHA-256 as ``candidates_digest``, and once the rules service answered that it holds that
-        list (``candidates_held``), the digest goes alone (~0.5 KB, not ~24 KB for 200 products):
-        :class:`HeldLists` remembers which. A ``409 candidates-unknown`` to a digest alone (the
-        service restarted, dropped the table, or another replica behind the same URL answered) makes
-        it forget the digest and send the list with it once more; that answer, or any other failure,
-        is final, as before. With several replicas each one that lacks the list costs one such extra
-        round trip and then holds it too (at once while its cache has room, else as that cache
-        admits lists): they converge, and a list's digest is no personal data.
+        list (``candidates_held``), the digest goes alone (~0.5 KB, not ~24 KB for 200 products), in
+        a ``POST /v1/decide/batch`` with the other decisions in flight: :class:`HeldLists` remembers
+        which lists. A digest alone that the batch leaves to ``POST /v1/decide`` (``null``: the
+        service restarted, dropped the table, another replica behind the same URL answered, or the
+        request has another problem) makes it forget the digest and send the list with it there;
+        that answer, or any other failure, is final, as before. With several replicas each one that
+        lacks the list costs one such extra round trip and then holds it too (at once while its cache
+        has room, else as that cache admits lists): they converge, and a list's digest is no
+        personal data.
         """
         candidates = request.get("candidates")
         if not isinstance(candidates, msgspec.Raw):
@@ -390,16 +388,12 @@ class Upstream:
         if held.held(digest):
             alone = {key: value for key, value in request.items() if key != "candidates"}
             alone["candidates_digest"] = digest
-            try:
-                answer = await self._decide_small(alone)
-            except _UpstreamProblem as exc:
-                if exc.status_code != 409 or exc.slug != CANDIDATES_UNKNOWN:
-                    raise
-                held.forget(digest)
-            else:
-                if not answer.candidates_held:
+            decided = await self._decision_batch.call(alone)
+            if decided is not None:
+                if not decided.candidates_held:
                     held.forget(digest)
-                return answer
+                return decided
+            held.forget(digest)
         answer = await self._call(
             "rules", "POST", "/v1/decide", RulesDecision, json={**request, "candidates_digest": digest}, plain=True
         )
@@ -411,8 +405,7 @@ class Upstream:
         """A decision request without a candidate list in it (~0.5 KB): in one ``POST /v1/decide/batch``
         with the others in flight (each rules call costs the service ~60 µs of CPU before any rule
         runs: the server, the system calls, the token). One the batch leaves to ``POST /v1/decide``
-        (``null``: a request it refuses, or a digest not held there) is sent there alone, for its
-        own answer or problem, as before."""
+        (``null``: a request it refuses) is sent there alone, for its own answer or problem."""
         answer = await self._decision_batch.call(request)
         if answer is None:
             answer = await self._call("rules", "POST", "/v1/decide", RulesDecision, json=request, plain=True)

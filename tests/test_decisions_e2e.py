@@ -231,8 +231,8 @@ def test_the_candidates_ranked_are_those_the_gateway_checked(stack: RunningPlatf
 
 def test_a_restarted_rules_service_gets_the_candidate_list_again(stack: RunningPlatform) -> None:
     """After the first decision the gateway names the list by its SHA-256 alone; a restarted rules
-    service holds no table for it, answers 409 candidates-unknown, and the gateway sends the list
-    once more: the caller sees the same decision, never the 409."""
+    service holds no table for it and leaves that decision to POST /v1/decide, where the gateway
+    sends the list once more: the caller sees the same decision."""
     segment, _, slot = jeans_definitions(stack)
     subject = stack.new_shopper({**ASTRID, "favourite_categories": ["jeans"]}, consents=((PROFILED, "give"),))
     tag = uuid.uuid4().hex[:8]
@@ -252,7 +252,7 @@ def test_a_restarted_rules_service_gets_the_candidate_list_again(stack: RunningP
     assert "candidates_held" not in expected
     assert decided() == expected  # the digest alone
     stack.restart("rules")
-    assert decided() == expected  # 409, then the list again
+    assert decided() == expected  # not held: the list again
     assert decided() == expected
 
 
