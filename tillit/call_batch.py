@@ -13,12 +13,10 @@ Fail closed: if the call itself fails, every request in the batch fails with its
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Generic, TypeVar
+from typing import Final, TypeVar
 
-from tillit.read_batch import MAX_IN_FLIGHT, NO_LINGER, Linger
+from tillit.read_batch import MAX_IN_FLIGHT, NO_LINGER, Batches, Linger
 
 __all__ = ["MAX_BATCH_CALLS", "CallBatcher"]
 
@@ -26,11 +24,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_BATCH_CALLS: Final = 32
-_log = logging.getLogger("tillit.call_batch")
 
 
-class CallBatcher(Generic[T, R]):
+class CallBatcher(Batches[T, R]):
     """Sends queued requests in batches; each caller gets its own result or exception."""
+
+    _what = "call"
 
     def __init__(
         self,
@@ -42,66 +41,12 @@ class CallBatcher(Generic[T, R]):
         linger: Linger = NO_LINGER,
     ) -> None:
         """``call`` answers one result per request, in order; ``linger``: its own instance per batcher."""
-        if max_batch < 1 or max_in_flight < 1:
-            raise ValueError("max_batch and max_in_flight must be >= 1")
+        super().__init__(failure, max_batch=max_batch, max_in_flight=max_in_flight, linger=linger)
         self._call = call
-        self._failure = failure
-        self._max_batch = max_batch
-        self._max_in_flight = max_in_flight
-        self._linger = linger
-        self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._in_flight = 0
-        self._senders: set[asyncio.Task[None]] = set()
 
     async def call(self, request: T) -> R:
         """The result of ``request``, sent in a batch after this call began."""
-        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, done))
-        if self._linger.waiting:  # that batch takes this request when it leaves
-            self._linger.queued(len(self._queue))
-        elif sum(1 for sender in self._senders if not sender.done()) < self._max_in_flight:
-            sender = asyncio.create_task(self._send_all())
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
-        return await done
+        return await self._enqueue(request)
 
-    async def close(self) -> None:
-        """Let the batches in flight finish (their callers get their answers)."""
-        if self._senders:
-            await asyncio.gather(*self._senders, return_exceptions=True)
-
-    async def _send_all(self) -> None:
-        while self._queue:
-            if self._linger.waiting:  # a lingering batch takes the queue when it leaves
-                return
-            if self._linger.worth_waiting(len(self._queue), self._in_flight):
-                await self._linger.wait()
-            batch = [(request, done) for request, done in self._queue[: self._max_batch] if not done.done()]
-            del self._queue[: self._max_batch]
-            if batch:
-                await self._send(batch)
-
-    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
-        self._in_flight += len(batch)
-        try:
-            results = await self._call([request for request, _ in batch])
-            if len(results) != len(batch):
-                raise ValueError(f"{len(results)} results for {len(batch)} requests")
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                _log.warning("batched call of %d requests failed: %s: %s", len(batch), type(exc).__name__, exc)
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(self._failure(exc))
-            if not isinstance(exc, Exception):
-                raise
-            return
-        finally:
-            self._in_flight -= len(batch)
-        for (_, done), result in zip(batch, results, strict=True):
-            if done.done():
-                continue
-            if isinstance(result, BaseException):
-                done.set_exception(result)
-            else:
-                done.set_result(result)
+    async def _answers(self, items: list[T]) -> Sequence[R | BaseException]:
+        return await self._call(items)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, Generic, TypeVar
 
 from tillit.problems import Unavailable
@@ -35,6 +35,7 @@ __all__ = [
     "MAX_BATCH_KEYS",
     "MAX_IN_FLIGHT",
     "NO_LINGER",
+    "Batches",
     "Linger",
     "ReadBatcher",
     "database_unavailable",
@@ -131,47 +132,51 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 NO_LINGER: Final = Linger(0.0, enough=1)
 
 
-class ReadBatcher(Generic[K, V]):
-    """Fetches the values of queued keys in batches; ``None`` for a key the answer leaves out."""
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batches(Generic[T, R]):
+    """The queue, the senders and the linger of a batcher: each item queued gets its own result.
+
+    A sender task takes up to ``max_batch`` queued items at a time and asks :meth:`_answers` for their
+    results in one call; items queued meanwhile form the next batch; at most ``max_in_flight`` batches
+    are in flight. If the call fails, every item in the batch fails with its own exception from
+    ``failure``; a caller that goes away cancels only its own wait. :class:`ReadBatcher` and
+    :class:`tillit.call_batch.CallBatcher` say what a batch's call is.
+    """
+
+    _what = "batch"
+    """What a batch is, for the log: "read", "call"."""
 
     def __init__(
         self,
-        fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]],
         failure: Callable[[BaseException], BaseException],
         *,
-        max_batch: int = MAX_BATCH_KEYS,
+        max_batch: int,
         max_in_flight: int = MAX_IN_FLIGHT,
         linger: Linger = NO_LINGER,
     ) -> None:
         """``linger``: its own instance per batcher (it tracks that batcher's lingering batch)."""
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be >= 1")
-        self._fetch = fetch
         self._failure = failure
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._linger = linger
-        self._queue: list[tuple[K, asyncio.Future[V | None]]] = []
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._in_flight = 0
         """Callers waiting on batches sent."""
         self._senders: set[asyncio.Task[None]] = set()
 
-    async def get(self, key: K) -> V | None:
-        """The value read for ``key`` by a fetch sent after this call began; raise as ``failure`` says."""
-        return await self.submit(key)
-
-    def submit(self, key: K) -> asyncio.Future[V | None]:
-        """Queue ``key`` now; the future is :meth:`get`'s answer (cancel it to stop waiting).
-
-        Two reads of one request can be queued without a task each and awaited together.
-        """
-        done: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((key, done))
-        if self._linger.waiting:  # that batch takes this key when it leaves
+    def _enqueue(self, item: T) -> asyncio.Future[R]:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, done))
+        if self._linger.waiting:  # that batch takes this item when it leaves
             self._linger.queued(len(self._queue))
             return done
-        # A sender that has returned stays in the set until its done-callback runs, a turn later: a key
-        # queued meanwhile would wait for the next submit (for ever on a quiet gateway). Count the live ones.
+        # A sender that has returned stays in the set until its done-callback runs, a turn later: an item
+        # queued meanwhile would wait for the next one (for ever on a quiet gateway). Count the live ones.
         if sum(1 for sender in self._senders if not sender.done()) < self._max_in_flight:
             sender = asyncio.create_task(self._send_all())
             self._senders.add(sender)
@@ -183,25 +188,30 @@ class ReadBatcher(Generic[K, V]):
         if self._senders:
             await asyncio.gather(*self._senders, return_exceptions=True)
 
+    async def _answers(self, items: list[T]) -> Sequence[R | BaseException]:
+        """One result (or exception, for that item alone) per item, in order."""
+        raise NotImplementedError
+
     async def _send_all(self) -> None:
         while self._queue:
             if self._linger.waiting:  # a lingering batch takes the queue when it leaves
                 return
             if self._linger.worth_waiting(len(self._queue), self._in_flight):
                 await self._linger.wait()
-            batch = [(key, done) for key, done in self._queue[: self._max_batch] if not done.done()]
+            batch = [(item, done) for item, done in self._queue[: self._max_batch] if not done.done()]
             del self._queue[: self._max_batch]
             if batch:
                 await self._send(batch)
 
-    async def _send(self, batch: list[tuple[K, asyncio.Future[V | None]]]) -> None:
-        keys = list(dict.fromkeys(key for key, _ in batch))
+    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self._in_flight += len(batch)
         try:
-            values = await self._fetch(keys)
+            results = await self._answers([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise ValueError(f"{len(results)} results for {len(batch)} items")
         except BaseException as exc:
             if isinstance(exc, Exception):
-                _log.warning("batched read of %d keys failed: %s: %s", len(keys), type(exc).__name__, exc)
+                _log.warning("batched %s of %d failed: %s: %s", self._what, len(batch), type(exc).__name__, exc)
             for _, done in batch:
                 if not done.done():
                     done.set_exception(self._failure(exc))
@@ -210,6 +220,43 @@ class ReadBatcher(Generic[K, V]):
             return
         finally:
             self._in_flight -= len(batch)
-        for key, done in batch:
-            if not done.done():
-                done.set_result(values.get(key))
+        for (_, done), result in zip(batch, results, strict=True):
+            if done.done():
+                continue
+            if isinstance(result, BaseException):
+                done.set_exception(result)
+            else:
+                done.set_result(result)
+
+
+class ReadBatcher(Batches[K, "V | None"]):
+    """Fetches the values of queued keys in batches; ``None`` for a key the answer leaves out."""
+
+    _what = "read"
+
+    def __init__(
+        self,
+        fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]],
+        failure: Callable[[BaseException], BaseException],
+        *,
+        max_batch: int = MAX_BATCH_KEYS,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        linger: Linger = NO_LINGER,
+    ) -> None:
+        super().__init__(failure, max_batch=max_batch, max_in_flight=max_in_flight, linger=linger)
+        self._fetch = fetch
+
+    async def get(self, key: K) -> V | None:
+        """The value read for ``key`` by a fetch sent after this call began; raise as ``failure`` says."""
+        return await self.submit(key)
+
+    def submit(self, key: K) -> asyncio.Future[V | None]:
+        """Queue ``key`` now; the future is :meth:`get`'s answer (cancel it to stop waiting).
+
+        Two reads of one request can be queued without a task each and awaited together.
+        """
+        return self._enqueue(key)
+
+    async def _answers(self, items: list[K]) -> list[V | None]:
+        values = await self._fetch(list(dict.fromkeys(items)))  # a key asked twice is fetched once
+        return [values.get(key) for key in items]

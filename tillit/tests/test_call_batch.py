@@ -9,6 +9,7 @@ import pytest
 from tillit.call_batch import CallBatcher
 from tillit.problems import Unavailable
 from tillit.read_batch import Linger
+from tillit.tests.batching import failure, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -32,17 +33,6 @@ class Doubler:
             ValueError(f"{number} is negative") if number < 0 else number * 2 for number in numbers
         ]
         return answers[:-1] if self.short else answers
-
-
-def failure(exc: BaseException) -> BaseException:
-    problem = Unavailable("the doubler could not answer", slug="doubler-unavailable")
-    problem.__cause__ = exc
-    return problem
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_calls_made_together_share_one_call_and_each_gets_its_own_answer() -> None:

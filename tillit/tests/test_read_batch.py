@@ -9,6 +9,7 @@ import pytest
 
 from tillit.problems import Unavailable
 from tillit.read_batch import Linger, ReadBatcher
+from tillit.tests.batching import failure, settle
 
 pytestmark = pytest.mark.anyio
 
@@ -30,17 +31,6 @@ class Store:
         if self.failure is not None:
             raise self.failure
         return snapshot
-
-
-def failure(exc: BaseException) -> BaseException:
-    problem = Unavailable("the store could not answer", slug="store-unavailable")
-    problem.__cause__ = exc
-    return problem
-
-
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 async def test_reads_that_arrive_together_share_one_fetch_and_repeated_keys_are_asked_once() -> None:
