@@ -8,9 +8,10 @@ answer leaves only once that row is committed: with the rules service down the a
 nothing is released and nothing is audited.
 
 The caller's candidates go to the rules service as sent, with their SHA-256; once it said it holds
-that list, the digest goes alone, and a ``409 candidates-unknown`` (a restarted or other replica)
-costs one resend of the list (:meth:`gateway.upstream.Upstream.decide`). Neither changes the
-answer, its errors or the audit: a list the rules service refuses is still the caller's 400.
+that list, the digest goes alone, in one request with the other decisions in flight, and a rules
+service that no longer holds it (restarted, or another replica) costs one resend of the list
+(:meth:`gateway.upstream.Upstream.decide`). None of this changes the answer, its errors or the
+audit: a list the rules service refuses is still the caller's 400.
 
 The rules service never sees the subject id. For A/B assignment it gets ``assignment_key``:
 HMAC-SHA256 of the subject id under a key derived from the gateway's link-signing key, so that it
