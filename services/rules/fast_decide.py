@@ -179,10 +179,9 @@ def _prepared(
 ) -> tuple[RawCandidatesDecisionRequest, Candidates | None, bool | None] | None:
     """The decoded body, its candidates' table and whether that is held for the body's digest, when
     this path may decide it; None to leave the body to the route."""
-    request = _decodable(engine, body)
-    if request is None:
+    decoded = _decodable(body)
+    if decoded is None:
         return None
-    _, decoded = request
     digest = decoded.candidates_digest
     held = None
     try:
@@ -195,15 +194,15 @@ def _prepared(
     return decoded, table, held
 
 
-def _decodable(engine: Engine, body: bytes) -> tuple[Engine, RawCandidatesDecisionRequest] | None:
-    """The engine and the decoded body when the body is valid."""
+def _decodable(body: bytes) -> RawCandidatesDecisionRequest | None:
+    """The decoded body when the body is valid."""
     try:
         decoded = _decode(body)
     except Exception:  # ValidationError, DecodeError, RecursionError: the route's problem documents
         return None
     if not _one_candidates_field(body, decoded.candidates):
         return None
-    return engine, decoded
+    return decoded
 
 
 def _one_candidates_field(body: bytes, candidates: msgspec.Raw) -> bool:
